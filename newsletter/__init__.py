@@ -1,0 +1,36 @@
+"""newsletter: a consent-first newsletter manager."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask
+
+from .config import load_config
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Build the application: settings, extensions, blueprints, commands."""
+    app = Flask(
+        __name__,
+        instance_relative_config=True,
+        template_folder="../templates",
+        static_folder="../static",
+    )
+    load_config(app, test_config)
+
+    from . import database, web
+    from .cli import register_commands
+    from .extensions import babel, db, limiter, mail, migrate
+    from .i18n import select_locale
+
+    database.init_app(app)
+    migrations = os.path.normpath(os.path.join(app.root_path, "..", "migrations"))
+    migrate.init_app(app, db, directory=migrations, render_as_batch=True, compare_type=True)
+    mail.init_app(app)
+    limiter.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
+    web.init_app(app)
+    register_commands(app)
+    return app

@@ -1,0 +1,65 @@
+"""The ``newsletter`` command: a FlaskGroup with the product's commands."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import click
+from flask import Flask
+from flask.cli import FlaskGroup, ScriptInfo, pass_script_info
+from werkzeug.serving import run_simple
+
+from . import create_app
+from .mail.worker import run_worker
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+@pass_script_info
+def run_command(info: ScriptInfo, host: str, port: int) -> None:
+    """Development server with an in-process worker and the dev mailbox."""
+    os.environ.setdefault("FLASK_DEBUG", "1")
+    base_url = f"http://{host}:{port}"
+    os.environ.setdefault("NEWSLETTER_BASE_URL", base_url)
+    app = info.load_app()
+    stop = threading.Event()
+    worker = threading.Thread(
+        target=run_worker, args=(app, stop), kwargs={"poll_interval": 1.0}, daemon=True
+    )
+    worker.start()
+    click.echo(f" * newsletter running at {base_url}/subscribe")
+    if not app.config.get("MAIL_SERVER"):
+        click.echo(f" * mails go to the dev mailbox: {base_url}/dev/mailbox")
+    try:
+        run_simple(host, port, app, use_reloader=False, use_debugger=True, threaded=True)
+    finally:
+        stop.set()
+        worker.join(timeout=10)
+
+
+def _make_group() -> FlaskGroup:
+    group = FlaskGroup(create_app=create_app, help="newsletter: consent-first newsletters.")
+    # The other commands live on app.cli (see register_commands), so that
+    # `flask --app wsgi ...` has them too; only the dev server is ours here.
+    group.add_command(run_command)
+    return group
+
+
+cli = _make_group()
+
+
+def main() -> None:
+    """Entry point of the ``newsletter`` console script."""
+    cli.main()
+
+
+def register_commands(app: Flask) -> None:
+    """Attach the product's commands to ``app.cli``."""
+    from .ledger.cli import consent_cli, ledger_cli
+    from .mail.cli import worker_command
+    from .subscriptions.cli import list_cli
+
+    for command in (worker_command, ledger_cli, consent_cli, list_cli):
+        app.cli.add_command(command)

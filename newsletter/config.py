@@ -1,0 +1,126 @@
+"""Settings: defaults, the ``NEWSLETTER_`` environment, and start-up checks.
+
+Every setting can be given in the environment with the prefix ``NEWSLETTER_``
+(``NEWSLETTER_DATABASE_URL``, ``NEWSLETTER_MAIL_SERVER`` ...). Values are parsed
+as JSON where they parse (numbers, booleans, lists) and kept as strings otherwise,
+which is what :meth:`flask.Config.from_prefixed_env` does.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+
+# Secrets shorter than this are refused outside debug/testing: 32 characters of
+# token_urlsafe() carry about 190 bits, well past any brute force.
+MIN_SECRET_LENGTH = 32
+WEAK_SECRETS = frozenset({"dev", "secret", "changeme", "change-me", "development"})
+
+DEFAULTS: dict[str, Any] = {
+    "BASE_URL": "",
+    "SECRET_KEY_FALLBACKS": [],
+    # Key for the consent ledger's keyed digests and the suppression list. It must
+    # stay the same for the life of the data (unlike SECRET_KEY, which rotates);
+    # when unset it is derived from SECRET_KEY, see ledger.keys.
+    "LEDGER_KEY": None,
+    "ALLOWED_ORIGINS": [],
+    "CONFIRM_MAX_AGE": 7 * 24 * 3600,
+    # At most one confirmation mail per address within this many seconds.
+    "CONFIRM_RESEND_WINDOW": 15 * 60,
+    "IP_LOGGING": "truncated",
+    "TRUSTED_PROXIES": 0,
+    "SEND_RATE": 0,
+    "ORGANIZATION_NAME": "Inklusio ApS",
+    "POSTAL_ADDRESS": "C.A. Olesens Gade 4, 9000 Aalborg",
+    "DEFAULT_LIST_SLUG": "nyhedsbrev",
+    "MAIL_DEFAULT_SENDER": "Inklusio <nyhedsbrev@localhost>",
+    "MAIL_UNSUBSCRIBE_MAILTO": "",
+    "MAIL_TIMEOUT": 30,
+    "OUTBOX_BATCH_SIZE": 50,
+    "OUTBOX_MAX_ATTEMPTS": 8,
+    "OUTBOX_LEASE_SECONDS": 300,
+    "OUTBOX_RETRY_BASE_SECONDS": 30,
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_HEADERS_ENABLED": True,
+    "SIGNUP_RATE_LIMIT": "10 per minute;60 per hour",
+    "MAX_CONTENT_LENGTH": 64 * 1024,
+    "BABEL_DEFAULT_LOCALE": "da",
+    "LANGUAGES": ["da", "en"],
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or unsafe; the message says which and what to do."""
+
+
+def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
+    """Fill ``app.config`` from defaults, the environment and ``test_config``."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_prefixed_env("NEWSLETTER")
+    if test_config:
+        app.config.from_mapping(test_config)
+
+    instance = Path(app.instance_path)
+    url = app.config.get("DATABASE_URL") or f"sqlite:///{instance / 'newsletter.db'}"
+    app.config["SQLALCHEMY_DATABASE_URI"] = normalise_database_url(url)
+    app.config["MAILBOX_DIR"] = app.config.get("MAILBOX_DIR") or str(instance / "mailbox")
+    app.config["ALLOWED_ORIGINS"] = _as_list(app.config["ALLOWED_ORIGINS"])
+    app.config["SECRET_KEY_FALLBACKS"] = _as_list(app.config["SECRET_KEY_FALLBACKS"])
+    if app.config["IP_LOGGING"] not in {"full", "truncated", "none"}:
+        raise ConfigError("NEWSLETTER_IP_LOGGING must be one of: full, truncated, none.")
+    _check_secret_key(app)
+
+
+def normalise_database_url(url: str) -> str:
+    """Use psycopg 3 for PostgreSQL URLs written the usual way (postgres://, postgresql://)."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _as_list(value: Any) -> list[str]:
+    """Accept a JSON list or a comma/space separated string from the environment."""
+    if isinstance(value, str):
+        return [part for part in value.replace(",", " ").split() if part]
+    return [str(item) for item in value or []]
+
+
+def _check_secret_key(app: Flask) -> None:
+    """Refuse to start in production with a missing or weak SECRET_KEY.
+
+    In debug (``newsletter run``) a random key is made once and kept in the
+    instance folder, so links in the dev mailbox keep working across restarts.
+    """
+    key = app.config.get("SECRET_KEY")
+    if app.debug or app.testing:
+        if not key:
+            app.config["SECRET_KEY"] = _dev_secret_key(Path(app.instance_path))
+        return
+    if not key:
+        raise ConfigError(
+            "NEWSLETTER_SECRET_KEY is not set. Generate one with\n"
+            "  python -c 'import secrets; print(secrets.token_urlsafe(48))'\n"
+            "and put it in the environment (keep it secret, keep it stable)."
+        )
+    if len(key) < MIN_SECRET_LENGTH or key.lower() in WEAK_SECRETS:
+        raise ConfigError(
+            f"NEWSLETTER_SECRET_KEY is too weak: use at least {MIN_SECRET_LENGTH} random "
+            "characters, e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))'."
+        )
+
+
+def _dev_secret_key(instance: Path) -> str:
+    """Read or create the development secret key in the instance folder."""
+    path = instance / "dev-secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    instance.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key

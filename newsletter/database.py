@@ -1,0 +1,52 @@
+"""Database engine set-up: SQLite pragmas and write locking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from .extensions import db
+
+
+def init_app(app: Flask) -> None:
+    """Bind Flask-SQLAlchemy and tune SQLite for a web app plus a worker."""
+    from . import models  # noqa: F401  (register the tables on the metadata)
+
+    db.init_app(app)
+    with app.app_context():
+        engine = db.engine
+        if engine.dialect.name == "sqlite":
+            _configure_sqlite(engine)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, foreign keys, a busy timeout, and ``BEGIN IMMEDIATE``.
+
+    SQLite has one writer. A deferred transaction that reads and then writes
+    can fail at once with "database is locked" when another connection wrote
+    in between, whatever the busy timeout; taking the write lock at BEGIN makes
+    such transactions wait their turn instead. It is the embedded default's
+    equivalent of the row locks used on PostgreSQL.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_postgresql() -> bool:
+    """Whether the bound database is PostgreSQL (row locks, SKIP LOCKED)."""
+    return bool(db.engine.dialect.name == "postgresql")

@@ -1,0 +1,176 @@
+"""The hash chain: every event carries the hash of the one before it."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import ConsentEvent, LedgerHead, Subscriber, utcnow
+from .evidence import Evidence
+from .keys import canonical_json, email_digest, ledger_keys, personal_digest
+
+GENESIS_HASH = "0" * 64
+PERSONAL_FIELDS = ("email", "ip", "user_agent", "source_url")
+
+
+def append_event(
+    *,
+    event: str,
+    channel: str,
+    subscriber: Subscriber,
+    evidence: Evidence,
+    list_id: int | None = None,
+    consent_text_id: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> ConsentEvent:
+    """Append one event inside the caller's transaction.
+
+    The ledger head row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite
+    already holds its write lock from ``BEGIN IMMEDIATE``), so concurrent
+    appends take turns and each sees its true predecessor.
+    """
+    head = db.session.execute(
+        select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        head = LedgerHead(id=1, seq=0, row_hash=GENESIS_HASH)
+        db.session.add(head)
+
+    personal = {
+        "email": subscriber.email,
+        "ip": evidence.ip,
+        "user_agent": evidence.user_agent,
+        "source_url": evidence.source_url,
+    }
+    row = ConsentEvent(
+        seq=head.seq + 1,
+        occurred_at=utcnow(),
+        event=str(event),
+        channel=str(channel),
+        subscriber_id=subscriber.id,
+        list_id=list_id,
+        consent_text_id=consent_text_id,
+        email_digest=email_digest(subscriber.email_key),
+        details=details or {},
+        personal_digest=personal_digest(personal),
+        prev_hash=head.row_hash,
+        **personal,
+    )
+    row.row_hash = row_hash(row)
+    head.seq, head.row_hash = row.seq, row.row_hash
+    db.session.add(row)
+    return row
+
+
+def row_hash(row: ConsentEvent) -> str:
+    """SHA-256 over the row's non-personal fields and its personal digest.
+
+    ``subscriber_id`` is left out on purpose: erasure sets it to NULL. The
+    keyed email digest identifies the person instead.
+    """
+    content = {
+        "seq": row.seq,
+        "occurred_at": _timestamp(row.occurred_at),
+        "event": row.event,
+        "channel": row.channel,
+        "list_id": row.list_id,
+        "consent_text_id": row.consent_text_id,
+        "email_digest": row.email_digest,
+        "details": row.details or {},
+        "personal_digest": row.personal_digest,
+        "prev_hash": row.prev_hash,
+    }
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
+
+def _timestamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """One break in the chain: where, and what is wrong."""
+
+    seq: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"event #{self.seq}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The result of a full verification."""
+
+    events: int
+    problems: list[ChainProblem]
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+def verify_chain(batch_size: int = 1000) -> ChainReport:
+    """Recompute the whole chain, streaming rows so memory stays flat.
+
+    Finds edited rows (hash mismatch), deleted rows (a gap in ``seq`` or a
+    ``prev_hash`` that names another row, or a head that names a later row),
+    reordered rows, personal fields that do not match their digest, and an
+    event re-attributed to another subscriber.
+    """
+    keys = ledger_keys()
+    problems: list[ChainProblem] = []
+    expected_prev, expected_seq, count = GENESIS_HASH, 1, 0
+    for row, subscriber_email_key in _stream_events(batch_size):
+        count += 1
+        if row.seq != expected_seq:
+            problems.append(ChainProblem(row.seq, f"expected event #{expected_seq} here"))
+            expected_seq = row.seq
+        if row.prev_hash != expected_prev:
+            problems.append(ChainProblem(row.seq, "does not follow the event before it"))
+        if row_hash(row) != row.row_hash:
+            problems.append(ChainProblem(row.seq, "content does not match its hash"))
+        problems.extend(_check_personal(row, keys))
+        if subscriber_email_key is not None and row.email_digest not in {
+            email_digest(subscriber_email_key, key) for key in keys
+        }:
+            problems.append(ChainProblem(row.seq, "attributed to another subscriber"))
+        expected_prev, expected_seq = row.row_hash, expected_seq + 1
+
+    head = db.session.get(LedgerHead, 1)
+    head_seq, head_hash = (head.seq, head.row_hash) if head else (0, GENESIS_HASH)
+    if (head_seq, head_hash) != (expected_seq - 1, expected_prev):
+        problems.append(
+            ChainProblem(head_seq, "the ledger head names an event that is missing or changed")
+        )
+    return ChainReport(events=count, problems=problems)
+
+
+def _stream_events(batch_size: int) -> Iterator[tuple[ConsentEvent, str | None]]:
+    """All events in chain order with their subscriber's current address key."""
+    query = (
+        select(ConsentEvent, Subscriber.email_key)
+        .outerjoin(Subscriber, Subscriber.id == ConsentEvent.subscriber_id)
+        .order_by(ConsentEvent.seq)
+        .execution_options(yield_per=batch_size)
+    )
+    for row, email_key in db.session.execute(query):
+        yield row, email_key
+        db.session.expunge(row)
+
+
+def _check_personal(row: ConsentEvent, keys: list[bytes]) -> list[ChainProblem]:
+    """Personal fields must match their digest, unless erased (all NULL)."""
+    personal = {name: getattr(row, name) for name in PERSONAL_FIELDS}
+    if all(value is None for value in personal.values()):
+        return []  # erased: the stored digest stands in for them
+    if row.personal_digest in {personal_digest(personal, key) for key in keys}:
+        return []
+    return [ChainProblem(row.seq, "personal fields do not match their digest")]

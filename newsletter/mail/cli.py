@@ -1,0 +1,33 @@
+"""`newsletter worker`: send what is in the outbox."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+
+from .worker import run_worker
+
+
+@click.command("worker")
+@click.option("--once", is_flag=True, help="Stop when nothing is due instead of waiting.")
+@click.option("--poll", default=1.0, show_default=True, help="Seconds between empty polls.")
+@with_appcontext
+def worker_command(once: bool, poll: float) -> None:
+    """Send queued mail until stopped (SIGTERM/Ctrl-C finish the batch first)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    click.echo("worker: sending from the outbox" + (" (once)" if once else ""))
+    run_worker(app, stop, poll_interval=poll, once=once)

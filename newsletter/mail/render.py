@@ -1,0 +1,151 @@
+"""Turning outbox rows into mail messages, from the data as it is now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import make_msgid
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import current_app, render_template, url_for
+from flask_babel import force_locale, gettext
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import (
+    MailingList,
+    OutboxKind,
+    OutboxMessage,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+)
+from ..tokens import Purpose, make_token
+from .message import MailMessage as Message
+
+
+class NothingToSend(Exception):
+    """The mail no longer applies (e.g. a welcome for a list the person left)."""
+
+
+def base_url() -> str:
+    """The public origin links in mails point to."""
+    return str(current_app.config.get("BASE_URL") or "http://localhost:5000").rstrip("/")
+
+
+def mail_domain() -> str:
+    """The host name used in Message-ID and List-Id."""
+    return urlsplit(base_url()).hostname or "localhost"
+
+
+def external_url(endpoint: str, **values: Any) -> str:
+    """An absolute URL on BASE_URL, usable outside a request (in the worker)."""
+    with current_app.test_request_context("/", base_url=base_url()):
+        return url_for(endpoint, _external=True, **values)
+
+
+@dataclass(frozen=True)
+class ListLinks:
+    """The per-recipient links every list mail carries."""
+
+    unsubscribe: str
+    manage: str
+
+
+def list_links(subscriber: Subscriber, mailing_list: MailingList) -> ListLinks:
+    """Unsubscribe (this list) and preference links for one recipient."""
+    unsubscribe = make_token(Purpose.UNSUBSCRIBE, subscriber.token_key, (mailing_list.id,))
+    manage = make_token(Purpose.MANAGE, subscriber.token_key)
+    return ListLinks(
+        unsubscribe=external_url("public.unsubscribe", token=unsubscribe),
+        manage=external_url("public.manage", token=manage),
+    )
+
+
+def list_headers(mailing_list: MailingList, links: ListLinks) -> dict[str, str]:
+    """RFC 2369 / RFC 8058 headers: one-click unsubscribe and the list's identity."""
+    targets = [f"<{links.unsubscribe}>"]
+    mailto = current_app.config.get("MAIL_UNSUBSCRIBE_MAILTO")
+    if mailto:
+        targets.append(f"<mailto:{mailto}?subject=unsubscribe>")
+    return {
+        "List-Unsubscribe": ", ".join(targets),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Id": f"{mailing_list.name} <{mailing_list.slug}.{mail_domain()}>",
+    }
+
+
+def render_outbox_message(row: OutboxMessage) -> Message:
+    """Render an outbox row for its subscriber, in the subscriber's language."""
+    subscriber = db.session.get(Subscriber, row.subscriber_id)
+    if subscriber is None:
+        raise NothingToSend("subscriber erased")
+    with force_locale(subscriber.locale):
+        if row.kind == OutboxKind.CONFIRM:
+            message = _confirmation(subscriber, row.payload.get("lists", []))
+        elif row.kind == OutboxKind.WELCOME:
+            message = _welcome(subscriber, int(row.payload["list"]))
+        else:  # pragma: no cover - the enum is closed
+            raise NothingToSend(f"unknown kind {row.kind}")
+    message.msgId = make_msgid(domain=mail_domain())
+    return message
+
+
+def _subscriptions(subscriber: Subscriber, list_ids: list[int]) -> list[Subscription]:
+    return list(
+        db.session.scalars(
+            select(Subscription).where(
+                Subscription.subscriber_id == subscriber.id, Subscription.list_id.in_(list_ids)
+            )
+        )
+    )
+
+
+def _confirmation(subscriber: Subscriber, list_ids: list[int]) -> Message:
+    """The double opt-in mail: transactional, so no List-Unsubscribe."""
+    pending = [
+        s for s in _subscriptions(subscriber, list_ids) if s.status == SubscriptionStatus.PENDING
+    ]
+    if not pending:
+        raise NothingToSend("nothing left to confirm")
+    ids = tuple(sorted(s.list_id for s in pending))
+    token = make_token(Purpose.CONFIRM, subscriber.token_key, ids)
+    context = {
+        "subscriber": subscriber,
+        "subscriptions": pending,
+        "confirm_url": external_url("public.confirm", token=token),
+        "max_age_days": max(1, current_app.config["CONFIRM_MAX_AGE"] // 86400),
+        "organization": current_app.config["ORGANIZATION_NAME"],
+        "postal_address": current_app.config["POSTAL_ADDRESS"],
+    }
+    return Message(
+        subject=gettext("Please confirm your subscription"),
+        recipients=[subscriber.email],
+        body=render_template("mail/confirm.txt", **context),
+        html=render_template("mail/confirm.html", **context),
+    )
+
+
+def _welcome(subscriber: Subscriber, list_id: int) -> Message:
+    """The consent receipt sent after confirming: a list mail with unsubscribe headers."""
+    subscriptions = _subscriptions(subscriber, [list_id])
+    if not subscriptions or subscriptions[0].status != SubscriptionStatus.ACTIVE:
+        raise NothingToSend("no longer subscribed")
+    subscription = subscriptions[0]
+    links = list_links(subscriber, subscription.mailing_list)
+    context = {
+        "subscriber": subscriber,
+        "subscription": subscription,
+        "mailing_list": subscription.mailing_list,
+        "consent_text": subscription.consent_text,
+        "links": links,
+        "organization": current_app.config["ORGANIZATION_NAME"],
+        "postal_address": current_app.config["POSTAL_ADDRESS"],
+    }
+    return Message(
+        subject=gettext("Welcome to %(name)s", name=subscription.mailing_list.name),
+        recipients=[subscriber.email],
+        body=render_template("mail/welcome.txt", **context),
+        html=render_template("mail/welcome.html", **context),
+        extra_headers=list_headers(subscription.mailing_list, links),
+    )

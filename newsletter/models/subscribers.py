@@ -1,0 +1,81 @@
+"""Subscribers and their per-list subscriptions."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import datetime
+
+from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .lists import ConsentText, MailingList
+from .types import UTCDateTime, utcnow
+
+
+def new_token_key() -> str:
+    """A random handle for links: tokens name it instead of the e-mail address."""
+    return secrets.token_urlsafe(16)
+
+
+class Subscriber(db.Model):  # type: ignore[name-defined]
+    """A person, known by one normalised e-mail address."""
+
+    __tablename__ = "subscribers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # The address as validated (domain lower-cased, Unicode normalised) for sending.
+    email: Mapped[str] = mapped_column(String(320))
+    # The same, case-folded: the one form per address that uniqueness is checked on.
+    email_key: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    locale: Mapped[str] = mapped_column(String(8), default="da")
+    # Signed links carry this random key, never the address; replacing it
+    # revokes every link sent so far.
+    token_key: Mapped[str] = mapped_column(String(32), unique=True, default=new_token_key)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_confirmation_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    subscriptions: Mapped[list[Subscription]] = relationship(
+        back_populates="subscriber", cascade="all, delete-orphan"
+    )
+
+
+class SubscriptionStatus(enum.StrEnum):
+    """Where a subscriber stands on one list."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class Subscription(db.Model):  # type: ignore[name-defined]
+    """A subscriber's state on one list, with the consent text they were shown."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("subscriber_id", "list_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"), index=True)
+    status: Mapped[SubscriptionStatus] = mapped_column(
+        Enum(
+            SubscriptionStatus,
+            name="status",
+            native_enum=False,
+            create_constraint=True,
+            length=16,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=SubscriptionStatus.PENDING,
+    )
+    consent_text_id: Mapped[int] = mapped_column(ForeignKey("consent_texts.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    subscriber: Mapped[Subscriber] = relationship(back_populates="subscriptions")
+    mailing_list: Mapped[MailingList] = relationship()
+    consent_text: Mapped[ConsentText] = relationship()

@@ -1,0 +1,1 @@
+"""Subscriptions: signup, double opt-in, unsubscribe and preferences."""

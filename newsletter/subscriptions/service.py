@@ -1,0 +1,289 @@
+"""The subscription lifecycle. Each public function owns its transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..ledger import Evidence, append_event
+from ..mail.outbox import enqueue
+from ..models import (
+    Channel,
+    ConsentEventType,
+    MailingList,
+    OutboxKind,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    utcnow,
+)
+from ..tokens import TokenPayload
+from .lists import current_consent_text, open_lists, resolve_lists
+from .validation import clean_locale, clean_name, clean_slugs, normalise_email
+
+ACTIVE_OR_PENDING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
+
+
+class UnknownSubscriber(LookupError):
+    """A genuine link whose subscriber no longer exists (erased)."""
+
+
+@dataclass(frozen=True)
+class SignupRequest:
+    """A signup as received from a form, the API or a command."""
+
+    email: str
+    channel: Channel
+    evidence: Evidence
+    name: str | None = None
+    list_slugs: list[str] = field(default_factory=list)
+    locale: str | None = None
+    lists_field: str = "list"
+
+
+def request_subscription(request: SignupRequest) -> None:
+    """Record a signup and queue a confirmation mail (double opt-in).
+
+    The outcome is deliberately invisible to the caller: new, pending, active
+    and unsubscribed addresses all return the same way, so the answer cannot
+    be used to learn who subscribes. An active subscription is never
+    downgraded, and at most one confirmation mail goes to an address per
+    CONFIRM_RESEND_WINDOW.
+    """
+    email, email_key = normalise_email(request.email)
+    name = clean_name(request.name)
+    slugs = clean_slugs(request.list_slugs, request.lists_field)
+    locale = clean_locale(request.locale, current_app.config["LANGUAGES"])
+    lists = resolve_lists(slugs, request.lists_field)
+
+    subscriber = _get_or_create_subscriber(email, email_key, name, locale)
+    _request_lists(subscriber, lists, request.channel, request.evidence)
+    _maybe_send_confirmation(subscriber, respect_window=True)
+    db.session.commit()
+
+
+def _get_or_create_subscriber(
+    email: str, email_key: str, name: str, locale: str | None
+) -> Subscriber:
+    """Find the subscriber by address key, creating them if new.
+
+    Name and language are taken only from the first signup: an unauthenticated
+    form must not overwrite what a confirmed subscriber chose.
+    """
+    for _attempt in range(2):
+        subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email_key == email_key))
+        if subscriber is not None:
+            return subscriber
+        subscriber = Subscriber(
+            email=email,
+            email_key=email_key,
+            name=name,
+            locale=locale or current_app.config["BABEL_DEFAULT_LOCALE"],
+        )
+        try:
+            with db.session.begin_nested():
+                db.session.add(subscriber)
+        except IntegrityError:
+            # Another request created the same address at the same moment: use theirs.
+            continue
+        return subscriber
+    raise RuntimeError("could not create or find the subscriber")
+
+
+def _request_lists(
+    subscriber: Subscriber, lists: Iterable[MailingList], channel: Channel, evidence: Evidence
+) -> None:
+    """Make each list pending unless already active, and log the request."""
+    existing = {s.list_id: s for s in subscriber.subscriptions}
+    now = utcnow()
+    for mailing_list in lists:
+        subscription = existing.get(mailing_list.id)
+        if subscription is not None and subscription.status == SubscriptionStatus.ACTIVE:
+            continue
+        text = current_consent_text(mailing_list.id)
+        if subscription is None:
+            subscription = Subscription(list_id=mailing_list.id, mailing_list=mailing_list)
+            subscriber.subscriptions.append(subscription)
+        subscription.status = SubscriptionStatus.PENDING
+        subscription.consent_text_id = text.id
+        subscription.requested_at = now
+        subscription.unsubscribed_at = None
+        db.session.flush()
+        append_event(
+            event=ConsentEventType.REQUESTED,
+            channel=channel,
+            subscriber=subscriber,
+            evidence=evidence,
+            list_id=mailing_list.id,
+            consent_text_id=text.id,
+        )
+
+
+def _maybe_send_confirmation(subscriber: Subscriber, *, respect_window: bool) -> bool:
+    """Queue one confirmation mail covering every pending list, if allowed now."""
+    pending = sorted(
+        s.list_id for s in subscriber.subscriptions if s.status == SubscriptionStatus.PENDING
+    )
+    if not pending:
+        return False
+    now = utcnow()
+    window = timedelta(seconds=current_app.config["CONFIRM_RESEND_WINDOW"])
+    last = subscriber.last_confirmation_sent_at
+    if respect_window and last is not None and now - last < window:
+        return False
+    subscriber.last_confirmation_sent_at = now
+    enqueue(OutboxKind.CONFIRM, subscriber, lists=pending)
+    return True
+
+
+def subscriber_for(payload: TokenPayload) -> Subscriber:
+    """The subscriber a verified token names."""
+    subscriber = db.session.scalar(
+        select(Subscriber).where(Subscriber.token_key == payload.subscriber_key)
+    )
+    if subscriber is None:
+        raise UnknownSubscriber(payload.subscriber_key[:6])
+    return subscriber
+
+
+@dataclass(frozen=True)
+class ConfirmOutcome:
+    """Which lists are now active, and which could not be (left meanwhile)."""
+
+    active: list[MailingList]
+    not_pending: list[MailingList]
+
+
+def confirm(payload: TokenPayload, evidence: Evidence) -> ConfirmOutcome:
+    """Confirm the pending subscriptions a confirmation link names. Idempotent.
+
+    Only *pending* subscriptions are confirmed: an old confirmation link must
+    not bring back someone who unsubscribed after it was sent. Each
+    confirmation is logged and followed by a welcome mail (the consent receipt).
+    """
+    subscriber = subscriber_for(payload)
+    active, not_pending = [], []
+    for subscription in _subscriptions_named(subscriber, payload.list_ids):
+        if subscription.status == SubscriptionStatus.PENDING:
+            subscription.status = SubscriptionStatus.ACTIVE
+            subscription.confirmed_at = utcnow()
+            append_event(
+                event=ConsentEventType.CONFIRMED,
+                channel=Channel.CONFIRM_LINK,
+                subscriber=subscriber,
+                evidence=evidence,
+                list_id=subscription.list_id,
+                consent_text_id=subscription.consent_text_id,
+            )
+            enqueue(OutboxKind.WELCOME, subscriber, list=subscription.list_id)
+        if subscription.status == SubscriptionStatus.ACTIVE:
+            active.append(subscription.mailing_list)
+        else:
+            not_pending.append(subscription.mailing_list)
+    db.session.commit()
+    return ConfirmOutcome(active=active, not_pending=not_pending)
+
+
+def resend_confirmation(payload: TokenPayload) -> None:
+    """Queue a fresh confirmation mail for an expired link (within the window)."""
+    subscriber = subscriber_for(payload)
+    _maybe_send_confirmation(subscriber, respect_window=True)
+    db.session.commit()
+
+
+def unsubscribe(payload: TokenPayload, channel: Channel, evidence: Evidence) -> list[MailingList]:
+    """Withdraw consent at once for the lists the link names (all when none).
+
+    Idempotent: a second request changes nothing and logs nothing.
+    """
+    subscriber = subscriber_for(payload)
+    withdrawn = _withdraw(
+        subscriber, _subscriptions_named(subscriber, payload.list_ids), channel, evidence
+    )
+    db.session.commit()
+    return withdrawn
+
+
+def _withdraw(
+    subscriber: Subscriber,
+    subscriptions: Iterable[Subscription],
+    channel: Channel,
+    evidence: Evidence,
+) -> list[MailingList]:
+    """Unsubscribe active or pending subscriptions and log each withdrawal."""
+    withdrawn = []
+    for subscription in subscriptions:
+        if subscription.status not in ACTIVE_OR_PENDING:
+            continue
+        subscription.status = SubscriptionStatus.UNSUBSCRIBED
+        subscription.unsubscribed_at = utcnow()
+        append_event(
+            event=ConsentEventType.WITHDRAWN,
+            channel=channel,
+            subscriber=subscriber,
+            evidence=evidence,
+            list_id=subscription.list_id,
+            consent_text_id=subscription.consent_text_id,
+        )
+        withdrawn.append(subscription.mailing_list)
+    return withdrawn
+
+
+def _subscriptions_named(subscriber: Subscriber, list_ids: tuple[int, ...]) -> list[Subscription]:
+    """The subscriber's subscriptions on ``list_ids``, or all of them when empty."""
+    if not list_ids:
+        return list(subscriber.subscriptions)
+    return [s for s in subscriber.subscriptions if s.list_id in list_ids]
+
+
+@dataclass(frozen=True)
+class PreferenceOutcome:
+    """What a preference change did."""
+
+    requested: list[MailingList]
+    withdrawn: list[MailingList]
+    locale_changed: bool
+
+
+def update_preferences(
+    payload: TokenPayload, wanted_list_ids: set[int], locale: str | None, evidence: Evidence
+) -> PreferenceOutcome:
+    """Apply the preference page: lists wanted, language.
+
+    Leaving a list takes effect at once. Joining one goes through double
+    opt-in again: the manage link is in every newsletter and may be forwarded,
+    so it can withdraw consent but never grant it.
+    """
+    subscriber = subscriber_for(payload)
+    locale = clean_locale(locale, current_app.config["LANGUAGES"])
+    by_list = {s.list_id: s for s in subscriber.subscriptions}
+    offered = {m.id: m for m in open_lists()}
+    to_join = [
+        offered[i]
+        for i in sorted(wanted_list_ids & offered.keys())
+        if i not in by_list or by_list[i].status not in ACTIVE_OR_PENDING
+    ]
+    to_leave = [s for i, s in by_list.items() if i not in wanted_list_ids]
+    withdrawn = _withdraw(subscriber, to_leave, Channel.MANAGE_PAGE, evidence)
+    _request_lists(subscriber, to_join, Channel.MANAGE_PAGE, evidence)
+    if to_join:
+        _maybe_send_confirmation(subscriber, respect_window=False)
+
+    locale_changed = locale is not None and locale != subscriber.locale
+    if locale_changed:
+        subscriber.locale = str(locale)
+        append_event(
+            event=ConsentEventType.PREFERENCES_CHANGED,
+            channel=Channel.MANAGE_PAGE,
+            subscriber=subscriber,
+            evidence=evidence,
+            details={"locale": subscriber.locale},
+        )
+    db.session.commit()
+    return PreferenceOutcome(requested=to_join, withdrawn=withdrawn, locale_changed=locale_changed)

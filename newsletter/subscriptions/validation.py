@@ -1,0 +1,76 @@
+"""Input rules shared by the form, the JSON API, the CLI and imports."""
+
+from __future__ import annotations
+
+import re
+
+from email_validator import EmailNotValidError, validate_email
+
+MAX_EMAIL = 254
+MAX_NAME = 200
+MAX_LISTS = 20
+SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# Control characters (CR, LF, NUL ...) never belong in a name that ends up in
+# a mail header or a CSV cell.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class InvalidInput(ValueError):
+    """Bad input, naming the field and saying what is wrong with it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def normalise_email(raw: str) -> tuple[str, str]:
+    """Validate an address; return (address to send to, key for uniqueness).
+
+    Internationalised addresses are accepted. The domain is lower-cased and
+    Unicode is normalised by email-validator; the key also case-folds the
+    local part, as virtually every mail provider treats it case-insensitively.
+    No DNS lookup is made: deliverability shows when the confirmation arrives.
+    """
+    value = (raw or "").strip()
+    if not value:
+        raise InvalidInput("email", "Enter your e-mail address.")
+    if len(value) > MAX_EMAIL:
+        raise InvalidInput("email", f"The address is longer than {MAX_EMAIL} characters.")
+    try:
+        result = validate_email(value, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput("email", f"This is not a valid e-mail address ({exc}).") from exc
+    return result.normalized, result.normalized.casefold()
+
+
+def clean_name(raw: str | None) -> str:
+    """An optional display name: trimmed, bounded, no control characters."""
+    value = " ".join((raw or "").split())
+    if len(value) > MAX_NAME:
+        raise InvalidInput("name", f"The name is longer than {MAX_NAME} characters.")
+    if CONTROL_CHARACTERS.search(value):
+        raise InvalidInput("name", "The name contains control characters.")
+    return value
+
+
+def clean_slugs(raw: list[str], field: str = "list") -> list[str]:
+    """List slugs as given: bounded in number and shape, duplicates dropped."""
+    if len(raw) > MAX_LISTS:
+        raise InvalidInput(field, f"At most {MAX_LISTS} lists at a time.")
+    slugs: list[str] = []
+    for slug in raw:
+        if not isinstance(slug, str) or not SLUG_PATTERN.match(slug):
+            raise InvalidInput(field, "A list name is malformed.")
+        if slug not in slugs:
+            slugs.append(slug)
+    return slugs
+
+
+def clean_locale(raw: str | None, languages: list[str]) -> str | None:
+    """A supported language code, or None to keep the default."""
+    if raw in (None, ""):
+        return None
+    if raw not in languages:
+        raise InvalidInput("locale", f"Choose one of: {', '.join(languages)}.")
+    return raw

@@ -1,0 +1,53 @@
+"""Web layer: blueprints, security headers, error pages, log redaction."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from flask import Flask, render_template, request
+from flask.typing import ResponseReturnValue
+from flask_babel import get_locale
+from werkzeug.exceptions import HTTPException
+
+from .headers import add_security_headers
+
+TOKEN_IN_PATH = re.compile(r"/(confirm|unsubscribe|manage)/([A-Za-z0-9_.\-]{6})[A-Za-z0-9_.\-]*")
+
+
+class RedactTokens(logging.Filter):
+    """Cut link tokens in logged request lines down to a 6-character prefix."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the message in place; never drop the record."""
+        message = record.getMessage()
+        redacted = TOKEN_IN_PATH.sub(r"/\1/\2…", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+def init_app(app: Flask) -> None:
+    """Register blueprints, headers and error pages."""
+    from . import api, devmailbox, public
+
+    app.register_blueprint(public.bp)
+    app.register_blueprint(api.bp)
+    if app.debug and not app.config.get("MAIL_SERVER"):
+        app.register_blueprint(devmailbox.bp)
+    app.jinja_env.globals["get_locale"] = get_locale
+    app.after_request(add_security_headers)
+    app.register_error_handler(HTTPException, _error_page)
+    for name in ("werkzeug", "gunicorn.access"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+
+
+def _error_page(exc: HTTPException) -> ResponseReturnValue:
+    """A plain, translated error page; JSON for the API (see api.json_error)."""
+    if request.path.startswith("/api/"):
+        from flask import jsonify
+
+        return jsonify(error=exc.description or exc.name), exc.code or 500
+    return render_template("public/error.html", error=exc), exc.code or 500

@@ -1,0 +1,25 @@
+"""The public blueprint: pages that need no login and set no cookie."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy import text
+
+from ..extensions import db
+
+bp = Blueprint("public", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    """Liveness and a database round trip; 503 when the database is unreachable."""
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception:  # any driver error means "not healthy"
+        db.session.rollback()
+        return jsonify(status="error", database="unreachable"), 503
+    return jsonify(status="ok", database="ok")
+
+
+from . import links, signup  # noqa: E402,F401  (routes attach to bp)

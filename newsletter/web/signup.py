@@ -1,0 +1,78 @@
+"""GET/POST /subscribe: the hosted form and the static site's cross-origin POST."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import abort, current_app, redirect, render_template, request
+from flask.typing import ResponseReturnValue
+
+from ..extensions import limiter
+from ..ledger import evidence_from_request
+from ..models import Channel
+from ..subscriptions.lists import open_lists
+from ..subscriptions.service import SignupRequest, request_subscription
+from ..subscriptions.validation import InvalidInput
+from .forms import SignupForm
+from .origin import origin_allowed, safe_next
+from .public import bp
+
+log = logging.getLogger(__name__)
+
+
+def signup_rate_limit() -> str:
+    """The per-client limit on public signups (SIGNUP_RATE_LIMIT)."""
+    return str(current_app.config["SIGNUP_RATE_LIMIT"])
+
+
+def _form(form: SignupForm | None = None) -> SignupForm:
+    """A signup form whose list choices are the open lists."""
+    form = form or SignupForm()
+    form.list.choices = [(m.slug, m.name) for m in open_lists()]
+    return form
+
+
+@bp.get("/subscribe")
+def subscribe_form() -> ResponseReturnValue:
+    """The hosted signup form; ``?list=SLUG`` preselects a list."""
+    form = _form(SignupForm(request.args))
+    if not form.list.data and form.list.choices:
+        form.list.data = [form.list.choices[0][0]]
+    return render_template("public/subscribe.html", form=form)
+
+
+@bp.post("/subscribe")
+@limiter.limit(signup_rate_limit)
+def subscribe() -> ResponseReturnValue:
+    """Accept a signup. The answer is the same whether the address was known or not."""
+    if not origin_allowed():
+        abort(403, description="This form may only be sent from this site or an allowed site.")
+    form = _form(SignupForm(request.form))
+    if form.website.data:
+        log.info("signup honeypot filled; ignored")
+        return _accepted(form)
+    if not form.validate():
+        return render_template("public/subscribe.html", form=form), 400
+    try:
+        request_subscription(
+            SignupRequest(
+                email=form.email.data or "",
+                name=form.name.data,
+                list_slugs=list(form.list.data or []),
+                channel=Channel.FORM,
+                evidence=evidence_from_request(request),
+            )
+        )
+    except InvalidInput as exc:
+        field = getattr(form, exc.field, form.email)
+        field.errors = [*field.errors, exc.message]
+        return render_template("public/subscribe.html", form=form), 400
+    return _accepted(form)
+
+
+def _accepted(form: SignupForm) -> ResponseReturnValue:
+    """Back to the static site's thank-you page, or our own."""
+    target = safe_next(form.next.data)
+    if target:
+        return redirect(target, code=303)
+    return render_template("public/thanks.html")
