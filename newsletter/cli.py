@@ -11,6 +11,7 @@ from flask.cli import FlaskGroup, ScriptInfo, pass_script_info
 from werkzeug.serving import run_simple
 
 from . import create_app
+from .config import ConfigError
 from .mail.worker import run_worker
 
 
@@ -51,8 +52,16 @@ cli = _make_group()
 
 
 def main() -> None:
-    """Entry point of the ``newsletter`` console script."""
-    cli.main()
+    """Entry point of the ``newsletter`` console script.
+
+    A configuration problem is the operator's to fix, not a crash: print the
+    message alone (no traceback) and exit with status 2.
+    """
+    try:
+        cli.main(standalone_mode=True)
+    except ConfigError as exc:
+        click.echo(f"Configuration error: {exc}", err=True)
+        raise SystemExit(2) from None
 
 
 def register_commands(app: Flask) -> None:
