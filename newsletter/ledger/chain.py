@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,7 +12,7 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import ConsentEvent, LedgerHead, Subscriber, utcnow
 from .evidence import Evidence
-from .keys import canonical_json, email_digest, ledger_keys, personal_digest
+from .keys import canonical_json, email_digest, keyed_digest, ledger_keys, personal_digest
 
 GENESIS_HASH = "0" * 64
 PERSONAL_FIELDS = ("email", "ip", "user_agent", "source_url")
@@ -68,11 +67,13 @@ def append_event(
     return row
 
 
-def row_hash(row: ConsentEvent) -> str:
-    """SHA-256 over the row's non-personal fields and its personal digest.
+def row_hash(row: ConsentEvent, key: bytes | None = None) -> str:
+    """HMAC-SHA256 (ledger key) over the row's non-personal fields and its personal digest.
 
-    ``subscriber_id`` is left out on purpose: erasure sets it to NULL. The
-    keyed email digest identifies the person instead.
+    Keyed, so that someone who can write to the database but does not hold the
+    ledger key cannot edit an event and recompute every hash after it: a plain
+    SHA-256 chain would let them. ``subscriber_id`` is left out on purpose:
+    erasure sets it to NULL. The keyed email digest identifies the person instead.
     """
     content = {
         "seq": row.seq,
@@ -86,7 +87,7 @@ def row_hash(row: ConsentEvent) -> str:
         "personal_digest": row.personal_digest,
         "prev_hash": row.prev_hash,
     }
-    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+    return keyed_digest(key or ledger_keys()[0], "row:" + canonical_json(content))
 
 
 def _timestamp(value: datetime) -> str:
@@ -135,7 +136,7 @@ def verify_chain(batch_size: int = 1000) -> ChainReport:
             expected_seq = row.seq
         if row.prev_hash != expected_prev:
             problems.append(ChainProblem(row.seq, "does not follow the event before it"))
-        if row_hash(row) != row.row_hash:
+        if row.row_hash not in {row_hash(row, key) for key in keys}:
             problems.append(ChainProblem(row.seq, "content does not match its hash"))
         problems.extend(_check_personal(row, keys))
         if subscriber_email_key is not None and row.email_digest not in {
@@ -154,12 +155,17 @@ def verify_chain(batch_size: int = 1000) -> ChainReport:
 
 
 def _stream_events(batch_size: int) -> Iterator[tuple[ConsentEvent, str | None]]:
-    """All events in chain order with their subscriber's current address key."""
+    """All events in chain order with their subscriber's current address key.
+
+    ``populate_existing``: events the session already holds are overwritten
+    with what the database says, so verify checks the stored rows, never a
+    stale copy in the identity map.
+    """
     query = (
         select(ConsentEvent, Subscriber.email_key)
         .outerjoin(Subscriber, Subscriber.id == ConsentEvent.subscriber_id)
         .order_by(ConsentEvent.seq)
-        .execution_options(yield_per=batch_size)
+        .execution_options(yield_per=batch_size, populate_existing=True)
     )
     for row, email_key in db.session.execute(query):
         yield row, email_key

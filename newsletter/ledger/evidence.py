@@ -28,6 +28,10 @@ def minimise_ip(address: str | None, mode: str) -> str | None:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        # An IPv4 client seen through a dual-stack socket (::ffff:a.b.c.d): its
+        # /48 would be ::/48, the same for every IPv4 client on earth.
+        ip = ip.ipv4_mapped
     if mode == "full":
         return str(ip)
     prefix = 24 if ip.version == 4 else 48

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.utils import make_msgid
+from email.utils import formataddr, make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,8 +71,19 @@ def list_headers(mailing_list: MailingList, links: ListLinks) -> dict[str, str]:
     return {
         "List-Unsubscribe": ", ".join(targets),
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-        "List-Id": f"{mailing_list.name} <{mailing_list.slug}.{mail_domain()}>",
+        "List-Id": list_id(mailing_list),
     }
+
+
+def list_id(mailing_list: MailingList) -> str:
+    """RFC 2919 ``List-Id``: the list's name as a phrase, then its identifier.
+
+    The name is staff input and may be Danish: it is quoted or RFC 2047-encoded
+    as needed (a raw "å" cannot be sent in a 7-bit header and made every
+    welcome mail of such a list unsendable), and any line break is flattened.
+    """
+    name = " ".join(mailing_list.name.split())
+    return formataddr((name, f"{mailing_list.slug}.{mail_domain()}"), charset="utf-8")
 
 
 def render_outbox_message(row: OutboxMessage) -> Message:

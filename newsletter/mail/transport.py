@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import smtplib
 import socket
 from pathlib import Path
@@ -82,6 +83,27 @@ class SMTPTransport:
             self._connection.send(message)
         except (OSError, smtplib.SMTPException, BadHeaderError) as exc:
             raise classify(exc) from exc
+        except ValueError as exc:  # incl. UnicodeError: the message cannot be encoded
+            self._reset()
+            raise unencodable(exc) from exc
+
+    def _reset(self) -> None:
+        """Abort a half-begun SMTP transaction so the connection serves the next mail."""
+        host = self._connection.host
+        if host is not None:
+            # A dead connection shows on the next send, as a temporary failure.
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                host.rset()
+
+
+def unencodable(exc: ValueError) -> PermanentFailure:
+    """A message that cannot be put on the wire; retrying will not change that.
+
+    The usual cause is an address with a non-ASCII local part (``søren@...``),
+    which needs SMTPUTF8; Flask-Mail's message generation supports only ASCII
+    addresses (with IDNA for the domain).
+    """
+    return PermanentFailure(f"message cannot be encoded (non-ASCII address?): {exc}")
 
 
 def classify(exc: BaseException) -> TemporaryFailure | PermanentFailure:
@@ -123,9 +145,13 @@ class MailboxTransport:
         """Store the message as the SMTP server would have received it."""
         if message.has_bad_headers():
             raise PermanentFailure("message has a header with a line break")
+        try:
+            data = message.as_bytes()
+        except ValueError as exc:
+            raise unencodable(exc) from exc
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
         name = f"{stamp}-{abs(hash(message.msgId)) % 10**8:08d}.eml"
-        (self._folder / name).write_bytes(message.as_bytes())
+        (self._folder / name).write_bytes(data)
 
 
 def open_transport(app: Flask) -> Transport:

@@ -98,6 +98,13 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
         except NothingToSend as reason:
             _finish(row_id, OutboxStatus.SKIPPED, str(reason))
             result.skipped += 1
+        except Exception as exc:
+            # Bad data or a bug in one mail must not hold up the rest of the
+            # batch: this row backs off and, if it keeps failing, ends failed.
+            log.exception("outbox #%d: could not render", row_id)
+            db.session.rollback()
+            _retry(row_id, f"render error: {exc!r}")
+            result.retried += 1
     db.session.commit()  # end the read transaction before any network I/O
     if not rendered:
         return result
@@ -113,6 +120,15 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
                 except TemporaryFailure as exc:
                     # The connection may be unusable: retry this row and release the rest.
                     _retry(row_id, str(exc))
+                    _release([r for r, _ in rendered[position + 1 :]])
+                    result.retried += 1
+                    break
+                except Exception as exc:
+                    # Unexpected: back off on this row only (it fails for good after
+                    # OUTBOX_MAX_ATTEMPTS) and, as the connection's state is unknown,
+                    # hand the rest back for the next batch on a fresh connection.
+                    log.exception("outbox #%d: unexpected error while sending", row_id)
+                    _retry(row_id, f"unexpected error: {exc!r}")
                     _release([r for r, _ in rendered[position + 1 :]])
                     result.retried += 1
                     break

@@ -45,12 +45,17 @@ def normalise_email(raw: str) -> tuple[str, str]:
 
 
 def clean_name(raw: str | None) -> str:
-    """An optional display name: trimmed, bounded, no control characters."""
+    """An optional display name: trimmed, bounded, no control characters.
+
+    Control characters are looked for before whitespace is collapsed: CR, LF
+    and TAB count as whitespace for ``str.split``, so checking afterwards
+    would never see them.
+    """
+    if CONTROL_CHARACTERS.search(raw or ""):
+        raise InvalidInput("name", "The name contains control characters.")
     value = " ".join((raw or "").split())
     if len(value) > MAX_NAME:
         raise InvalidInput("name", f"The name is longer than {MAX_NAME} characters.")
-    if CONTROL_CHARACTERS.search(value):
-        raise InvalidInput("name", "The name contains control characters.")
     return value
 
 

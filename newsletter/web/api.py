@@ -42,7 +42,12 @@ def create_subscription() -> ResponseReturnValue:
         return _error(403, "This origin may not sign people up.")
     if not request.is_json:
         return _error(415, "Send JSON with Content-Type: application/json.")
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        # Deeply nested JSON ("[[[[...") exhausts the parser's recursion:
+        # bad input, not a server error.
+        data = None
     if not isinstance(data, dict):
         return _error(400, "The body is not a JSON object.")
     for name, kind in FIELDS.items():

@@ -40,7 +40,7 @@ def index() -> ResponseReturnValue:
 @bp.get("/<name>")
 def show(name: str) -> ResponseReturnValue:
     """One mail: headers, the text part, and its links made clickable."""
-    if not NAME.match(name) or not (_folder() / name).is_file():
+    if not NAME.fullmatch(name) or not (_folder() / name).is_file():
         abort(404)
     message = _read(_folder() / name)
     body = message.get_body(preferencelist=("plain",))

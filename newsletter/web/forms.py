@@ -31,7 +31,9 @@ class SignupForm(Form):
     )
     # Honeypot: hidden from people by CSS and aria-hidden; bots fill it in.
     website = StringField("Leave this field empty", render_kw={"autocomplete": "off"})
-    next = HiddenField(validators=[Length(max=2000)])
+    # No validators: a return URL that is too long or not allowed is ignored
+    # (see origin.safe_next) rather than failing a signup over a hidden field.
+    next = HiddenField()
 
 
 class ManageForm(Form):

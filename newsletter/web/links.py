@@ -115,12 +115,18 @@ def manage(token: str) -> ResponseReturnValue:
         subscriber = service.subscriber_for(payload)
     except service.UnknownSubscriber:
         return _gone()
+    _use_subscriber_language(subscriber)
     form = ManageForm(request.form)
     outcome = None
     if request.method == "POST":
         evidence = evidence_from_request(request)
         if form.action.data == "unsubscribe_all":
             service.unsubscribe(payload, Channel.MANAGE_PAGE, evidence)
+        elif form.lists.process_errors:
+            # Values that are not list ids (a slug, a typo) would otherwise read as
+            # "nothing ticked" and withdraw every list: refuse, change nothing.
+            form.lists.errors = ["Choose your lists with the boxes on this page."]
+            return _render_manage(subscriber, form, None), 400
         else:
             try:
                 outcome = service.update_preferences(

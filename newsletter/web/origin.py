@@ -8,6 +8,7 @@ sites from signing visitors up behind their back.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from flask import current_app, request
@@ -63,10 +64,17 @@ def cors_origin() -> str | None:
     return origin if origin and origin in allowed else None
 
 
+# Browsers drop tabs and newlines anywhere in a URL and read a backslash as "/",
+# so "/<TAB>/evil.example" or "https://evil.example<BACKSLASH>@our.site/" lead to
+# another site although urlsplit sees a local path or our host. A return address
+# never needs such characters (nor spaces): refuse them outright.
+UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
+
+
 def safe_next(url: str | None) -> str | None:
     """A return URL we may redirect to: a local path or a trusted origin."""
-    if not url or len(url) > 2000:
+    if not url or len(url) > 2000 or UNSAFE_IN_URL.search(url):
         return None
-    if url.startswith("/") and not url.startswith(("//", "/\\")):
+    if url.startswith("/") and not url.startswith("//"):
         return url
     return url if origin_of(url) in trusted_origins() else None
