@@ -40,12 +40,46 @@ def run_command(info: ScriptInfo, host: str, port: int) -> None:
         worker.join(timeout=10)
 
 
+class NewsletterGroup(FlaskGroup):
+    """Flask's group, which lists the product's commands even when the app cannot
+    load (say, no SECRET_KEY yet): `newsletter --help` must help, not crash."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Our commands plus the app's, without a traceback on a configuration error."""
+        names = set(click.Group.list_commands(self, ctx))
+        try:
+            names.update(ctx.ensure_object(ScriptInfo).load_app().cli.list_commands(ctx))
+        except ConfigError as exc:
+            click.echo(f"Note: {exc.args[0].splitlines()[0]}", err=True)
+        return sorted(names)
+
+
 def _make_group() -> FlaskGroup:
-    group = FlaskGroup(create_app=create_app, help="newsletter: consent-first newsletters.")
-    # The other commands live on app.cli (see register_commands), so that
-    # `flask --app wsgi ...` has them too; only the dev server is ours here.
+    from flask_migrate.cli import db as db_cli
+
+    group = NewsletterGroup(create_app=create_app, help="newsletter: consent-first newsletters.")
+    # The commands also live on app.cli (see register_commands), so that
+    # `flask --app wsgi ...` has them too; registering them here as well lists
+    # them without loading the app. Each loads the app when it runs.
     group.add_command(run_command)
+    group.add_command(db_cli)
+    for command in _product_commands():
+        group.add_command(command)
     return group
+
+
+def _product_commands() -> list[click.Command]:
+    from .ledger.cli import consent_cli, ledger_cli
+    from .mail.cli import worker_command
+    from .subscriptions.cli import list_cli
+
+    return [worker_command, ledger_cli, consent_cli, list_cli]
+
+
+def register_commands(app: Flask) -> None:
+    """Attach the product's commands to ``app.cli``."""
+    for command in _product_commands():
+        app.cli.add_command(command)
 
 
 cli = _make_group()
@@ -62,13 +96,3 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"Configuration error: {exc}", err=True)
         raise SystemExit(2) from None
-
-
-def register_commands(app: Flask) -> None:
-    """Attach the product's commands to ``app.cli``."""
-    from .ledger.cli import consent_cli, ledger_cli
-    from .mail.cli import worker_command
-    from .subscriptions.cli import list_cli
-
-    for command in (worker_command, ledger_cli, consent_cli, list_cli):
-        app.cli.add_command(command)

@@ -60,6 +60,9 @@ def test_ledger_verify_reports_an_intact_chain(
     assert "chain intact" in result.stdout
     assert "4 events" in result.stdout
     assert "BROKEN" not in result.output
+    last = db.session.scalars(select(ConsentEvent).order_by(ConsentEvent.seq.desc())).first()
+    assert last is not None
+    assert f"head: #4 {last.row_hash}" in result.stdout
 
 
 def test_ledger_verify_on_an_empty_ledger(runner: FlaskCliRunner) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
+import smtplib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,7 +24,6 @@ from sqlalchemy import delete, func, select, update
 from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
-from newsletter.mail.message import MailMessage
 from newsletter.mail.worker import claim_batch, run_worker
 from newsletter.models import (
     MailingList,
@@ -781,15 +781,28 @@ def test_worker_command_once_sends_what_is_queued(
 # --- one bad mail never holds up the others ------------------------------------------
 
 
-def test_address_needing_smtputf8_fails_alone_and_the_batch_goes_on(
+def test_address_needing_smtputf8_is_delivered_with_smtputf8(
     default_list: MailingList, post_form: PostForm, deliver: Deliver, smtp_server: SMTPServer
 ) -> None:
-    """The signup accepts internationalised addresses; the mailer cannot encode them.
+    """A non-ASCII local part is sent with the SMTPUTF8 extension, headers in UTF-8."""
+    queue_signup(post_form, "søren@example.org")
 
-    Before the fix the UnicodeEncodeError escaped the worker: the whole batch
-    stayed leased and was retried every OUTBOX_LEASE_SECONDS for ever, and the
-    rows behind the bad one were never sent.
-    """
+    (mail,) = deliver()
+
+    received = smtp_server.recorder.received[-1]
+    assert received.rcpt_tos == ["søren@example.org"]
+    assert "To: søren@example.org".encode() in received.raw
+    assert str(mail["To"]) == "søren@example.org"
+    (row,) = rows()
+    assert row.status == OutboxStatus.SENT
+
+
+def test_address_needing_smtputf8_fails_alone_when_the_relay_lacks_it(
+    default_list: MailingList, post_form: PostForm, deliver: Deliver, smtp_server: SMTPServer
+) -> None:
+    """Without SMTPUTF8 at the relay the mail cannot go out: that row fails with the
+    reason, and the rest of the batch still goes over the same connection."""
+    smtp_server.restart(smtputf8=False)
     queue_signup(post_form, "ascii-one@example.org")
     queue_signup(post_form, "søren@example.org")
     queue_signup(post_form, "ascii-two@example.org")
@@ -805,7 +818,7 @@ def test_address_needing_smtputf8_fails_alone_and_the_batch_goes_on(
     assert bad.status == OutboxStatus.FAILED
     assert bad.lease_until is None
     assert bad.last_error is not None
-    assert "cannot be encoded" in bad.last_error
+    assert "SMTPUTF8" in bad.last_error
 
 
 def test_a_mail_that_cannot_be_rendered_backs_off_without_blocking_the_batch(
@@ -850,14 +863,16 @@ def test_an_unexpected_send_error_retries_that_mail_and_the_rest_still_go(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app.config["OUTBOX_RETRY_BASE_SECONDS"] = 60
-    real_as_bytes = MailMessage.as_bytes
+    real_sendmail = smtplib.SMTP.sendmail
 
-    def as_bytes(self: MailMessage) -> bytes:
-        if "poison@example.org" in self.recipients:
+    def sendmail(
+        self: smtplib.SMTP, sender: str, recipients: list[str], *args: Any, **kwargs: Any
+    ) -> Any:
+        if "poison@example.org" in recipients:
             raise RuntimeError("boom")
-        return real_as_bytes(self)
+        return real_sendmail(self, sender, recipients, *args, **kwargs)
 
-    monkeypatch.setattr(MailMessage, "as_bytes", as_bytes)
+    monkeypatch.setattr(smtplib.SMTP, "sendmail", sendmail)
     for email in ("one@example.org", "poison@example.org", "two@example.org", "three@example.org"):
         queue_signup(post_form, email)
 

@@ -111,6 +111,8 @@ class ChainReport:
 
     events: int
     problems: list[ChainProblem]
+    head_seq: int = 0
+    head_hash: str = GENESIS_HASH
 
     @property
     def ok(self) -> bool:
@@ -151,7 +153,7 @@ def verify_chain(batch_size: int = 1000) -> ChainReport:
         problems.append(
             ChainProblem(head_seq, "the ledger head names an event that is missing or changed")
         )
-    return ChainReport(events=count, problems=problems)
+    return ChainReport(events=count, problems=problems, head_seq=head_seq, head_hash=head_hash)
 
 
 def _stream_events(batch_size: int) -> Iterator[tuple[ConsentEvent, str | None]]:

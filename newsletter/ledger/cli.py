@@ -25,6 +25,10 @@ def verify_command() -> None:
         click.echo(f"ledger: {len(report.problems)} problem(s) in {report.events} events", err=True)
         raise SystemExit(1)
     click.echo(f"ledger: {report.events} events, chain intact")
+    # Keep this line somewhere outside the database (a log, a mail, a notary):
+    # a later verify whose chain does not contain it shows that events were
+    # removed from the end, which the chain alone cannot prove.
+    click.echo(f"head: #{report.head_seq} {report.head_hash}")
 
 
 @consent_cli.command("proof")

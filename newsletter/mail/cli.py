@@ -29,5 +29,13 @@ def worker_command(once: bool, poll: float) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if not app.config.get("MAIL_SERVER") and not (app.debug or app.testing):
+        raise click.UsageError(
+            "NEWSLETTER_MAIL_SERVER is not set. Outside debug mode the worker will not "
+            "pretend to send: set the SMTP settings (see README, Settings)."
+        )
     click.echo("worker: sending from the outbox" + (" (once)" if once else ""))
-    run_worker(app, stop, poll_interval=poll, once=once)
+    failures = run_worker(app, stop, poll_interval=poll, once=once)
+    if failures:
+        click.echo(f"worker: {failures} batch(es) failed; see the log", err=True)
+        raise SystemExit(1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.utils import formataddr, make_msgid
+from email.utils import formataddr
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,7 +21,7 @@ from ..models import (
     SubscriptionStatus,
 )
 from ..tokens import Purpose, make_token
-from .message import MailMessage as Message
+from .message import OutgoingMail, compose_mail
 
 
 class NothingToSend(Exception):
@@ -86,20 +86,17 @@ def list_id(mailing_list: MailingList) -> str:
     return formataddr((name, f"{mailing_list.slug}.{mail_domain()}"), charset="utf-8")
 
 
-def render_outbox_message(row: OutboxMessage) -> Message:
+def render_outbox_message(row: OutboxMessage) -> OutgoingMail:
     """Render an outbox row for its subscriber, in the subscriber's language."""
     subscriber = db.session.get(Subscriber, row.subscriber_id)
     if subscriber is None:
         raise NothingToSend("subscriber erased")
     with force_locale(subscriber.locale):
         if row.kind == OutboxKind.CONFIRM:
-            message = _confirmation(subscriber, row.payload.get("lists", []))
-        elif row.kind == OutboxKind.WELCOME:
-            message = _welcome(subscriber, int(row.payload["list"]))
-        else:  # pragma: no cover - the enum is closed
-            raise NothingToSend(f"unknown kind {row.kind}")
-    message.msgId = make_msgid(domain=mail_domain())
-    return message
+            return _confirmation(subscriber, row.payload.get("lists", []))
+        if row.kind == OutboxKind.WELCOME:
+            return _welcome(subscriber, int(row.payload["list"]))
+    raise NothingToSend(f"unknown kind {row.kind}")  # pragma: no cover - the enum is closed
 
 
 def _subscriptions(subscriber: Subscriber, list_ids: list[int]) -> list[Subscription]:
@@ -112,7 +109,7 @@ def _subscriptions(subscriber: Subscriber, list_ids: list[int]) -> list[Subscrip
     )
 
 
-def _confirmation(subscriber: Subscriber, list_ids: list[int]) -> Message:
+def _confirmation(subscriber: Subscriber, list_ids: list[int]) -> OutgoingMail:
     """The double opt-in mail: transactional, so no List-Unsubscribe."""
     pending = [
         s for s in _subscriptions(subscriber, list_ids) if s.status == SubscriptionStatus.PENDING
@@ -129,15 +126,15 @@ def _confirmation(subscriber: Subscriber, list_ids: list[int]) -> Message:
         "organization": current_app.config["ORGANIZATION_NAME"],
         "postal_address": current_app.config["POSTAL_ADDRESS"],
     }
-    return Message(
+    return _compose(
+        subscriber,
         subject=gettext("Please confirm your subscription"),
-        recipients=[subscriber.email],
-        body=render_template("mail/confirm.txt", **context),
+        text=render_template("mail/confirm.txt", **context),
         html=render_template("mail/confirm.html", **context),
     )
 
 
-def _welcome(subscriber: Subscriber, list_id: int) -> Message:
+def _welcome(subscriber: Subscriber, list_id: int) -> OutgoingMail:
     """The consent receipt sent after confirming: a list mail with unsubscribe headers."""
     subscriptions = _subscriptions(subscriber, [list_id])
     if not subscriptions or subscriptions[0].status != SubscriptionStatus.ACTIVE:
@@ -153,10 +150,31 @@ def _welcome(subscriber: Subscriber, list_id: int) -> Message:
         "organization": current_app.config["ORGANIZATION_NAME"],
         "postal_address": current_app.config["POSTAL_ADDRESS"],
     }
-    return Message(
+    return _compose(
+        subscriber,
         subject=gettext("Welcome to %(name)s", name=subscription.mailing_list.name),
-        recipients=[subscriber.email],
-        body=render_template("mail/welcome.txt", **context),
+        text=render_template("mail/welcome.txt", **context),
         html=render_template("mail/welcome.html", **context),
-        extra_headers=list_headers(subscription.mailing_list, links),
+        headers=list_headers(subscription.mailing_list, links),
+    )
+
+
+def _compose(
+    subscriber: Subscriber,
+    *,
+    subject: str,
+    text: str,
+    html: str,
+    headers: dict[str, str] | None = None,
+) -> OutgoingMail:
+    """One transactional or list mail to a subscriber, from the configured sender."""
+    return compose_mail(
+        sender=current_app.config["MAIL_DEFAULT_SENDER"],
+        to_address=subscriber.email,
+        to_name=subscriber.name,
+        subject=subject,
+        text=text,
+        html=html,
+        domain=mail_domain(),
+        headers=headers,
     )

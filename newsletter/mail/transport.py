@@ -1,8 +1,10 @@
-"""Where mail goes: an SMTP server (Flask-Mail), or the dev mailbox folder."""
+"""Where mail goes: an SMTP server (Flask-Mail's settings and connection), or,
+in development only, the dev mailbox folder."""
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 import smtplib
 import socket
 from pathlib import Path
@@ -10,10 +12,10 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from flask import Flask, current_app
-from flask_mail import BadHeaderError, Connection, Message
+from flask_mail import Connection
 
-from ..extensions import mail
 from ..models import utcnow
+from .message import OutgoingMail
 
 
 class Transport(Protocol):
@@ -25,8 +27,8 @@ class Transport(Protocol):
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    def send(self, message: Message) -> None:
-        """Send one message or raise."""
+    def send(self, mail: OutgoingMail) -> None:
+        """Send one message or raise TemporaryFailure / PermanentFailure."""
 
 
 class TemporaryFailure(Exception):
@@ -71,21 +73,33 @@ class SMTPTransport:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        host = self._connection.host
         try:
-            if self._connection.host is not None:
-                self._connection.host.quit()
+            if host is not None:
+                host.quit()
         except (OSError, smtplib.SMTPException):
-            self._connection.host.close()  # type: ignore[union-attr]
+            host.close()  # type: ignore[union-attr]
 
-    def send(self, message: Message) -> None:
+    def send(self, mail: OutgoingMail) -> None:
         """Send over the open connection, translating errors into retry decisions."""
+        host = self._connection.host
+        assert host is not None, "use the transport as a context manager"
+        options: list[str] = []
+        if mail.needs_smtputf8:
+            try:
+                host.ehlo_or_helo_if_needed()  # smtplib greets lazily; we need the extensions
+            except (OSError, smtplib.SMTPException) as exc:
+                raise classify(exc) from exc
+            if not host.has_extn("smtputf8"):
+                raise PermanentFailure(
+                    "the address needs SMTPUTF8, which the mail server does not offer"
+                )
+            options = ["SMTPUTF8"]
         try:
-            self._connection.send(message)
-        except (OSError, smtplib.SMTPException, BadHeaderError) as exc:
-            raise classify(exc) from exc
-        except ValueError as exc:  # incl. UnicodeError: the message cannot be encoded
+            host.sendmail(mail.sender, [mail.recipient], mail.data, mail_options=options)
+        except (OSError, smtplib.SMTPException) as exc:
             self._reset()
-            raise unencodable(exc) from exc
+            raise classify(exc) from exc
 
     def _reset(self) -> None:
         """Abort a half-begun SMTP transaction so the connection serves the next mail."""
@@ -96,20 +110,8 @@ class SMTPTransport:
                 host.rset()
 
 
-def unencodable(exc: ValueError) -> PermanentFailure:
-    """A message that cannot be put on the wire; retrying will not change that.
-
-    The usual cause is an address with a non-ASCII local part (``søren@...``),
-    which needs SMTPUTF8; Flask-Mail's message generation supports only ASCII
-    addresses (with IDNA for the domain).
-    """
-    return PermanentFailure(f"message cannot be encoded (non-ASCII address?): {exc}")
-
-
 def classify(exc: BaseException) -> TemporaryFailure | PermanentFailure:
     """Decide whether an SMTP error is worth a retry (RFC 5321: 4xx yes, 5xx no)."""
-    if isinstance(exc, BadHeaderError):
-        return PermanentFailure("message has a header with a line break")
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _ in exc.recipients.values()]
         text = "; ".join(f"{code} {msg!r}" for code, msg in exc.recipients.values())
@@ -141,24 +143,26 @@ class MailboxTransport:
     ) -> None:
         return None
 
-    def send(self, message: Message) -> None:
-        """Store the message as the SMTP server would have received it."""
-        if message.has_bad_headers():
-            raise PermanentFailure("message has a header with a line break")
-        try:
-            data = message.as_bytes()
-        except ValueError as exc:
-            raise unencodable(exc) from exc
+    def send(self, mail: OutgoingMail) -> None:
+        """Store the message exactly as an SMTP server would have received it."""
         stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
-        name = f"{stamp}-{abs(hash(message.msgId)) % 10**8:08d}.eml"
-        (self._folder / name).write_bytes(data)
+        name = f"{stamp}-{secrets.randbelow(10**8):08d}.eml"
+        (self._folder / name).write_bytes(mail.data)
+
+
+class MailNotConfigured(TemporaryFailure):
+    """No MAIL_SERVER outside development: keep the mail queued, never pretend to send."""
 
 
 def open_transport(app: Flask) -> Transport:
-    """SMTP when MAIL_SERVER is set, the dev mailbox otherwise."""
+    """SMTP when MAIL_SERVER is set; the dev mailbox only in debug or testing.
+
+    In production a missing MAIL_SERVER must not turn into mail silently
+    written to a folder and marked sent: it is a temporary failure, so the
+    mail waits in the outbox until the setting is fixed.
+    """
     if app.config.get("MAIL_SERVER"):
         return SMTPTransport(app)
-    return MailboxTransport(app)
-
-
-__all__ = ["MailboxTransport", "PermanentFailure", "SMTPTransport", "TemporaryFailure", "mail"]
+    if app.debug or app.testing:
+        return MailboxTransport(app)
+    raise MailNotConfigured("NEWSLETTER_MAIL_SERVER is not set; mail stays queued")

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import Flask, current_app
-from flask_mail import Message
 from sqlalchemy import or_, select, update
 
 from ..database import is_postgresql
 from ..extensions import db
 from ..models import OutboxMessage, OutboxStatus, utcnow
+from .message import OutgoingMail
 from .render import NothingToSend, render_outbox_message
 from .transport import PermanentFailure, TemporaryFailure, open_transport
 
@@ -88,7 +88,7 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
     ids = claim_batch(owner, app.config["OUTBOX_BATCH_SIZE"])
     if not ids:
         return result
-    rendered: list[tuple[int, Message]] = []
+    rendered: list[tuple[int, OutgoingMail]] = []
     for row_id in ids:
         row = db.session.get(OutboxMessage, row_id)
         if row is None:  # erased meanwhile
@@ -187,9 +187,16 @@ def _release(ids: list[int]) -> None:
 
 def run_worker(
     app: Flask, stop: threading.Event, poll_interval: float = 1.0, once: bool = False
-) -> None:
-    """Process batches until ``stop`` is set (or the outbox is empty, with ``once``)."""
+) -> int:
+    """Process batches until ``stop`` is set (or nothing is due, with ``once``).
+
+    A batch that raises (database unreachable, say) is logged and tried again
+    after ``poll_interval``; with ``once`` the worker stops there instead of
+    spinning. Returns the number of batches that failed, so ``worker --once``
+    can exit non-zero and cron notices.
+    """
     owner = worker_id()
+    failures = 0
     while not stop.is_set():
         with app.app_context():
             try:
@@ -197,10 +204,12 @@ def run_worker(
             except Exception:
                 db.session.rollback()
                 log.exception("outbox worker: batch failed; will try again")
-                result = BatchResult()
+                failures += 1
+                result = None
             finally:
                 db.session.remove()
-        if once and result.handled == 0:
-            return
-        if result.handled == 0:
+        if once and (result is None or result.handled == 0):
+            return failures
+        if result is None or result.handled == 0:
             stop.wait(poll_interval)
+    return failures
