@@ -43,6 +43,18 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_MAX_ATTEMPTS": 8,
     "OUTBOX_LEASE_SECONDS": 300,
     "OUTBOX_RETRY_BASE_SECONDS": 30,
+    # Campaign sending (DESIGN §4). SEND_RATE (messages/s, all workers together;
+    # 0 = unlimited) is above.
+    "DELIVERY_BATCH_SIZE": 200,
+    "DELIVERY_LEASE_SECONDS": 300,
+    "DELIVERY_MAX_ATTEMPTS": 8,
+    "DELIVERY_RETRY_BASE_SECONDS": 60,
+    # DKIM: all of selector, domain and a key (PEM for RSA, base64 for Ed25519).
+    "DKIM_SELECTOR": "",
+    "DKIM_DOMAIN": "",
+    "DKIM_PRIVATE_KEY": "",
+    "DKIM_PRIVATE_KEY_FILE": "",
+    "DKIM_ALGORITHM": "rsa",
     "RATELIMIT_STORAGE_URI": "memory://",
     "RATELIMIT_HEADERS_ENABLED": True,
     "SIGNUP_RATE_LIMIT": "10 per minute;60 per hour",

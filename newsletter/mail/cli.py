@@ -35,7 +35,11 @@ def worker_command(once: bool, poll: float) -> None:
             "pretend to send: set the SMTP settings (see README, Settings)."
         )
     click.echo("worker: sending from the outbox" + (" (once)" if once else ""))
-    failures = run_worker(app, stop, poll_interval=poll, once=once)
+    from ..campaigns.progress import ProgressReporter
+
+    failures = run_worker(
+        app, stop, poll_interval=poll, once=once, on_campaign_batch=ProgressReporter()
+    )
     if failures:
         click.echo(f"worker: {failures} batch(es) failed; see the log", err=True)
         raise SystemExit(1)

@@ -17,6 +17,8 @@ from email.utils import formatdate, make_msgid, parseaddr
 
 from email_validator import EmailNotValidError, validate_email
 
+from .dkim import sign_message
+
 # RFC 5322 allows 998 characters a line; 78 is only a recommendation.
 MAIL_POLICY = policy.SMTP.clone(max_line_length=998)
 
@@ -80,4 +82,4 @@ def compose_mail(
     message.add_alternative(html, subtype="html", cte="quoted-printable")
     mail = OutgoingMail(sender=parseaddr(sender)[1], recipient=recipient, data=b"")
     data = message.as_bytes(policy=MAIL_POLICY.clone(utf8=mail.needs_smtputf8))
-    return OutgoingMail(sender=mail.sender, recipient=recipient, data=data)
+    return OutgoingMail(sender=mail.sender, recipient=recipient, data=sign_message(data))

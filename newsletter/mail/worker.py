@@ -13,8 +13,10 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from sqlalchemy import or_, select, update
@@ -27,6 +29,13 @@ from .render import NothingToSend, render_outbox_message
 from .transport import PermanentFailure, TemporaryFailure, open_transport
 
 log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from ..campaigns.delivery import DeliveryBatch
+
+    CampaignCallback = Callable[[DeliveryBatch], Any]
+else:
+    CampaignCallback = Callable
 
 
 def worker_id() -> str:
@@ -185,14 +194,35 @@ def _release(ids: list[int]) -> None:
         db.session.commit()
 
 
-def run_worker(
-    app: Flask, stop: threading.Event, poll_interval: float = 1.0, once: bool = False
-) -> int:
-    """Process batches until ``stop`` is set (or nothing is due, with ``once``).
+def work_once(app: Flask, owner: str, on_campaign_batch: CampaignCallback | None = None) -> int:
+    """One round: an outbox batch, due scheduled campaigns, a campaign batch.
 
-    A batch that raises (database unreachable, say) is logged and tried again
+    Transactional mail goes first: a confirmation should not wait behind a
+    100,000-recipient newsletter. Returns how many rows were handled.
+    """
+    from ..campaigns.delivery import send_deliveries
+    from ..campaigns.service import start_due_campaigns
+
+    handled = process_batch(app, owner).handled
+    handled += start_due_campaigns()
+    batch = send_deliveries(app, owner)
+    if on_campaign_batch is not None and batch.handled:
+        on_campaign_batch(batch)
+    return handled + batch.handled
+
+
+def run_worker(
+    app: Flask,
+    stop: threading.Event,
+    poll_interval: float = 1.0,
+    once: bool = False,
+    on_campaign_batch: CampaignCallback | None = None,
+) -> int:
+    """Work until ``stop`` is set (or nothing is due, with ``once``).
+
+    A round that raises (database unreachable, say) is logged and tried again
     after ``poll_interval``; with ``once`` the worker stops there instead of
-    spinning. Returns the number of batches that failed, so ``worker --once``
+    spinning. Returns the number of rounds that failed, so ``worker --once``
     can exit non-zero and cron notices.
     """
     owner = worker_id()
@@ -200,16 +230,16 @@ def run_worker(
     while not stop.is_set():
         with app.app_context():
             try:
-                result = process_batch(app, owner)
+                handled: int | None = work_once(app, owner, on_campaign_batch)
             except Exception:
                 db.session.rollback()
-                log.exception("outbox worker: batch failed; will try again")
+                log.exception("worker: round failed; will try again")
                 failures += 1
-                result = None
+                handled = None
             finally:
                 db.session.remove()
-        if once and (result is None or result.handled == 0):
+        if once and not handled:
             return failures
-        if result is None or result.handled == 0:
+        if not handled:
             stop.wait(poll_interval)
     return failures

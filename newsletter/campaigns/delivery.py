@@ -1,0 +1,322 @@
+"""The campaign delivery engine (DESIGN §4).
+
+One batch: take send-rate tokens, lease queued deliveries of sending
+campaigns (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), re-check consent and
+suppression, personalise, send over one SMTP connection, mark the batch.
+Rows are marked sent per batch, so a worker killed mid-batch leaves at most
+that batch to be sent again once its lease expires; nothing is ever lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from email.utils import parseaddr
+
+from flask import Flask, current_app
+from sqlalchemy import and_, exists, or_, select, update
+
+from ..database import is_postgresql
+from ..extensions import db
+from ..ledger.keys import email_digest
+from ..mail.dkim import sign_message
+from ..mail.message import OutgoingMail, wire_address
+from ..mail.render import external_url, mail_domain
+from ..mail.transport import PermanentFailure, TemporaryFailure, open_transport
+from ..models import Subscriber, Subscription, SubscriptionStatus, utcnow
+from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatus, Suppression
+from ..tokens import Purpose, make_token
+from .bounces import suppress_after_bounce
+from .compose import personalise
+from .mime import CampaignEnvelope, build_message, make_envelope
+from .rate import take_send_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeliveryBatch:
+    """Outcome counts of one batch, and the campaigns it touched."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+    campaigns: set[int] = field(default_factory=set)
+
+    @property
+    def handled(self) -> int:
+        """Rows taken care of."""
+        return self.sent + self.retried + self.failed + self.skipped
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the send loop needs of one delivery."""
+
+    delivery_id: int
+    campaign_id: int
+    email: str
+    name: str
+    token_key: str
+    list_id: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class CampaignContent:
+    """A sending campaign's invariant parts (content is frozen once sending starts)."""
+
+    envelope: CampaignEnvelope
+    sender_address: str
+    html: str
+    text: str
+
+
+def claim_deliveries(owner: str, size: int) -> list[int]:
+    """Lease up to ``size`` due deliveries of sending campaigns; commit."""
+    now = utcnow()
+    sending = select(Campaign.id).where(Campaign.status == CampaignStatus.SENDING)
+    query = (
+        select(Delivery.id)
+        .where(
+            Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.campaign_id.in_(sending),
+            Delivery.next_attempt_at <= now,
+            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+        )
+        .order_by(Delivery.id)
+        .limit(size)
+    )
+    if is_postgresql():
+        query = query.with_for_update(skip_locked=True, of=Delivery)
+    ids = list(db.session.scalars(query))
+    if ids:
+        lease = now + timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
+        db.session.execute(
+            update(Delivery).where(Delivery.id.in_(ids)).values(lease_until=lease, leased_by=owner)
+        )
+    db.session.commit()
+    return ids
+
+
+def _recipients(ids: list[int], batch: DeliveryBatch) -> list[Recipient]:
+    """Load the batch, skipping anyone no longer active or now suppressed."""
+    rows = db.session.execute(
+        select(
+            Delivery.id,
+            Delivery.campaign_id,
+            Delivery.attempts,
+            Campaign.list_id,
+            Subscriber.email,
+            Subscriber.email_key,
+            Subscriber.name,
+            Subscriber.token_key,
+            Subscription.status,
+        )
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .outerjoin(Subscriber, Subscriber.id == Delivery.subscriber_id)
+        .outerjoin(
+            Subscription,
+            and_(
+                Subscription.subscriber_id == Delivery.subscriber_id,
+                Subscription.list_id == Campaign.list_id,
+            ),
+        )
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.id)
+    ).all()
+    digests = {row.email_key: email_digest(row.email_key) for row in rows if row.email_key}
+    suppressed = (
+        set(
+            db.session.scalars(
+                select(Suppression.email_digest).where(
+                    Suppression.email_digest.in_(digests.values())
+                )
+            )
+        )
+        if digests
+        else set()
+    )
+    recipients, skip = [], []
+    for row in rows:
+        batch.campaigns.add(row.campaign_id)
+        if (
+            row.email is None
+            or row.status != SubscriptionStatus.ACTIVE
+            or digests[row.email_key] in suppressed
+        ):
+            skip.append(row.id)
+            continue
+        recipients.append(
+            Recipient(
+                row.id,
+                row.campaign_id,
+                row.email,
+                row.name or "",
+                row.token_key,
+                row.list_id,
+                row.attempts,
+            )
+        )
+    if skip:
+        _mark(skip, DeliveryStatus.SKIPPED)
+        batch.skipped += len(skip)
+    return recipients
+
+
+def _content(campaign_id: int) -> CampaignContent:
+    """Per-campaign invariants, computed once per batch (a query and a few headers)."""
+    campaign = db.session.get(Campaign, campaign_id)
+    assert campaign is not None
+    assert campaign.rendered_html is not None
+    mailing_list = campaign.mailing_list
+    envelope = make_envelope(
+        campaign.sender,
+        campaign.subject,
+        f"{mailing_list.name} <{mailing_list.slug}.{mail_domain()}>",
+        mail_domain(),
+        current_app.config.get("MAIL_UNSUBSCRIBE_MAILTO") or "",
+    )
+    return CampaignContent(
+        envelope,
+        parseaddr(campaign.sender)[1],
+        campaign.rendered_html,
+        campaign.rendered_text or "",
+    )
+
+
+def _render(recipient: Recipient, content: CampaignContent) -> OutgoingMail:
+    """The signed (when configured) message for one recipient."""
+    unsubscribe = external_url(
+        "public.unsubscribe",
+        token=make_token(Purpose.UNSUBSCRIBE, recipient.token_key, (recipient.list_id,)),
+    )
+    manage = external_url("public.manage", token=make_token(Purpose.MANAGE, recipient.token_key))
+    parts = {"name": recipient.name, "unsubscribe_url": unsubscribe, "manage_url": manage}
+    address = wire_address(recipient.email)
+    message = build_message(
+        content.envelope,
+        to_address=address,
+        to_name=recipient.name,
+        unsubscribe_url=unsubscribe,
+        text=personalise(content.text, is_html=False, **parts),
+        html=personalise(content.html, is_html=True, **parts),
+    )
+    return OutgoingMail(content.sender_address, address, sign_message(message))
+
+
+def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
+    """Run one batch of campaign mail; returns what happened."""
+    batch = DeliveryBatch()
+    wanted = take_send_tokens(app.config["DELIVERY_BATCH_SIZE"])
+    if wanted == 0:
+        return batch
+    ids = claim_deliveries(owner, wanted)
+    if not ids:
+        return batch
+    recipients = _recipients(ids, batch)
+    contents = {cid: _content(cid) for cid in {r.campaign_id for r in recipients}}
+    with app.test_request_context("/"):  # url_for for links, once for the batch
+        messages = [(r, _render(r, contents[r.campaign_id])) for r in recipients]
+    db.session.commit()  # no transaction open during SMTP I/O
+    if messages:
+        _send(app, messages, batch)
+    _finish_campaigns(batch.campaigns)
+    return batch
+
+
+def _send(app: Flask, messages: list[tuple[Recipient, OutgoingMail]], batch: DeliveryBatch) -> None:
+    """Send a rendered batch over one connection; sent rows are marked once, at the end."""
+    sent: list[int] = []
+    try:
+        with open_transport(app) as transport:
+            for position, (recipient, message) in enumerate(messages):
+                try:
+                    transport.send(message)
+                except PermanentFailure as exc:
+                    _fail(recipient, str(exc))
+                    batch.failed += 1
+                except Exception as exc:
+                    # Temporary (4xx, connection) or unexpected: this row backs off;
+                    # the connection's state is unknown, so the rest goes back to
+                    # the queue for the next batch on a fresh connection.
+                    if not isinstance(exc, TemporaryFailure):
+                        log.exception("delivery #%d: unexpected error", recipient.delivery_id)
+                    _retry([(recipient, str(exc) or repr(exc))])
+                    _release([r.delivery_id for r, _ in messages[position + 1 :]])
+                    batch.retried += 1
+                    break
+                else:
+                    sent.append(recipient.delivery_id)
+    except TemporaryFailure as exc:  # could not connect at all
+        _retry([(r, str(exc)) for r, _ in messages])
+        batch.retried += len(messages)
+    finally:
+        if sent:
+            _mark(sent, DeliveryStatus.SENT)
+            batch.sent += len(sent)
+
+
+def _mark(ids: list[int], status: DeliveryStatus) -> None:
+    values: dict[str, object] = {"status": status, "lease_until": None}
+    if status == DeliveryStatus.SENT:
+        values["sent_at"] = utcnow()
+    db.session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(**values))
+    db.session.commit()
+
+
+def _fail(recipient: Recipient, error: str) -> None:
+    """A permanent refusal: fail the delivery and suppress the address (hard bounce)."""
+    db.session.execute(
+        update(Delivery)
+        .where(Delivery.id == recipient.delivery_id)
+        .values(status=DeliveryStatus.FAILED, lease_until=None, last_error=error[:300])
+    )
+    db.session.commit()
+    suppress_after_bounce(recipient.email, error)
+
+
+def _retry(items: list[tuple[Recipient, str]]) -> None:
+    """Back off exponentially; give up after DELIVERY_MAX_ATTEMPTS."""
+    config = current_app.config
+    now = utcnow()
+    for recipient, error in items:
+        attempts = recipient.attempts + 1
+        values: dict[str, object] = {
+            "attempts": attempts,
+            "lease_until": None,
+            "last_error": error[:300],
+        }
+        if attempts >= config["DELIVERY_MAX_ATTEMPTS"]:
+            values["status"] = DeliveryStatus.FAILED
+        else:
+            delay = config["DELIVERY_RETRY_BASE_SECONDS"] * 2 ** (attempts - 1)
+            values["next_attempt_at"] = now + timedelta(seconds=min(delay, 6 * 3600))
+        db.session.execute(
+            update(Delivery).where(Delivery.id == recipient.delivery_id).values(**values)
+        )
+    db.session.commit()
+
+
+def _release(ids: list[int]) -> None:
+    if ids:
+        db.session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(lease_until=None))
+        db.session.commit()
+
+
+def _finish_campaigns(campaign_ids: set[int]) -> None:
+    """Mark campaigns done once nothing of theirs is queued."""
+    if not campaign_ids:
+        return
+    queued = exists().where(
+        Delivery.campaign_id == Campaign.id, Delivery.status == DeliveryStatus.QUEUED
+    )
+    db.session.execute(
+        update(Campaign)
+        .where(Campaign.id.in_(campaign_ids), Campaign.status == CampaignStatus.SENDING, ~queued)
+        .values(status=CampaignStatus.DONE, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()

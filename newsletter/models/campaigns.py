@@ -1,0 +1,130 @@
+"""Campaigns, their per-recipient deliveries, suppressions and the shared send rate."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .lists import MailingList
+from .types import UTCDateTime, utcnow
+
+
+def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    """A portable enum column: VARCHAR plus a CHECK constraint."""
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class CampaignStatus(enum.StrEnum):
+    """A campaign's life: draft -> (scheduled ->) sending <-> paused -> done | cancelled."""
+
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    DONE = "done"
+
+
+class Campaign(db.Model):  # type: ignore[name-defined]
+    """One newsletter to one list, written in Markdown."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"), index=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    body_markdown: Mapped[str] = mapped_column(Text)
+    sender: Mapped[str] = mapped_column(String(320))
+    status: Mapped[CampaignStatus] = mapped_column(
+        _enum(CampaignStatus, "status"), default=CampaignStatus.DRAFT
+    )
+    is_public: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Rendered once when sending starts (with placeholders for personal parts),
+    # so every recipient gets the same content even if the draft were edited.
+    rendered_html: Mapped[str | None] = mapped_column(Text)
+    rendered_text: Mapped[str | None] = mapped_column(Text)
+
+    mailing_list: Mapped[MailingList] = relationship()
+
+
+class DeliveryStatus(enum.StrEnum):
+    """One recipient's mail of one campaign."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # unsubscribed or suppressed after the campaign started
+    CANCELLED = "cancelled"
+
+
+class Delivery(db.Model):  # type: ignore[name-defined]
+    """A recipient of a campaign. Unique per (campaign, subscriber): never two mails."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "subscriber_id"),
+        # Progress counts (GROUP BY status for one campaign) read only this index.
+        Index("ix_deliveries_campaign_status", "campaign_id", "status"),
+        # Workers look only at queued rows; a partial index keeps that lookup
+        # small however many rows have been sent already.
+        Index(
+            "ix_deliveries_queued",
+            "campaign_id",
+            "id",
+            postgresql_where=text("status = 'queued'"),
+            sqlite_where=text("status = 'queued'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(db.Integer, "sqlite"), primary_key=True
+    )
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    subscriber_id: Mapped[int | None] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="SET NULL")
+    )
+    status: Mapped[DeliveryStatus] = mapped_column(
+        _enum(DeliveryStatus, "status"), default=DeliveryStatus.QUEUED
+    )
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    leased_by: Mapped[str | None] = mapped_column(String(64))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+
+
+class Suppression(db.Model):  # type: ignore[name-defined]
+    """An address never to mail again (hard bounce, erasure), kept as a keyed digest."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SendRateBucket(db.Model):  # type: ignore[name-defined]
+    """The token bucket behind SEND_RATE, shared by every worker through the database."""
+
+    __tablename__ = "send_rate"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tokens: Mapped[float] = mapped_column(default=0.0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
