@@ -5,24 +5,12 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Enum, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
 from .lists import MailingList
-from .types import UTCDateTime, utcnow
-
-
-def _enum(kind: type[enum.StrEnum], name: str) -> Enum:
-    """A portable enum column: VARCHAR plus a CHECK constraint."""
-    return Enum(
-        kind,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        values_callable=lambda e: [m.value for m in e],
-    )
+from .types import UTCDateTime, str_enum, utcnow
 
 
 class CampaignStatus(enum.StrEnum):
@@ -47,7 +35,7 @@ class Campaign(db.Model):  # type: ignore[name-defined]
     body_markdown: Mapped[str] = mapped_column(Text)
     sender: Mapped[str] = mapped_column(String(320))
     status: Mapped[CampaignStatus] = mapped_column(
-        _enum(CampaignStatus, "status"), default=CampaignStatus.DRAFT
+        str_enum(CampaignStatus, "status"), default=CampaignStatus.DRAFT
     )
     is_public: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -99,7 +87,7 @@ class Delivery(db.Model):  # type: ignore[name-defined]
         ForeignKey("subscribers.id", ondelete="SET NULL")
     )
     status: Mapped[DeliveryStatus] = mapped_column(
-        _enum(DeliveryStatus, "status"), default=DeliveryStatus.QUEUED
+        str_enum(DeliveryStatus, "status"), default=DeliveryStatus.QUEUED
     )
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

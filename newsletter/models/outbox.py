@@ -6,11 +6,11 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Enum, ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
-from .types import UTCDateTime, utcnow
+from .types import UTCDateTime, str_enum, utcnow
 
 
 class OutboxKind(enum.StrEnum):
@@ -38,29 +38,13 @@ class OutboxMessage(db.Model):  # type: ignore[name-defined]
     __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[OutboxKind] = mapped_column(
-        Enum(
-            OutboxKind,
-            name="kind",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-        )
-    )
+    kind: Mapped[OutboxKind] = mapped_column(str_enum(OutboxKind, "kind"))
     subscriber_id: Mapped[int] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[OutboxStatus] = mapped_column(
-        Enum(
-            OutboxStatus,
-            name="status",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-        ),
+        str_enum(OutboxStatus, "status"),
         default=OutboxStatus.QUEUED,
     )
     attempts: Mapped[int] = mapped_column(default=0)

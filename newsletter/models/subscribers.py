@@ -6,12 +6,12 @@ import enum
 import secrets
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
 from .lists import ConsentText, MailingList
-from .types import UTCDateTime, utcnow
+from .types import UTCDateTime, str_enum, utcnow
 
 
 def new_token_key() -> str:
@@ -61,14 +61,7 @@ class Subscription(db.Model):  # type: ignore[name-defined]
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"), index=True)
     status: Mapped[SubscriptionStatus] = mapped_column(
-        Enum(
-            SubscriptionStatus,
-            name="status",
-            native_enum=False,
-            create_constraint=True,
-            length=16,
-            values_callable=lambda e: [m.value for m in e],
-        ),
+        str_enum(SubscriptionStatus, "status"),
         default=SubscriptionStatus.PENDING,
     )
     consent_text_id: Mapped[int] = mapped_column(ForeignKey("consent_texts.id"))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime
+from sqlalchemy import DateTime, Enum
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
@@ -39,3 +40,19 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC)
+
+
+def str_enum(kind: type[enum.StrEnum], name: str) -> Enum:
+    """A portable enum column: VARCHAR(16) plus a named CHECK constraint.
+
+    Not a native PostgreSQL enum: adding a value later is then a plain
+    constraint change, the same on SQLite and PostgreSQL.
+    """
+    return Enum(
+        kind,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda members: [m.value for m in members],
+    )
