@@ -230,7 +230,7 @@ def test_server_down_keeps_the_mail_queued_with_backoff_then_sends_it_once(
     assert row.status == OutboxStatus.QUEUED
     assert row.attempts == 1
     assert row.last_error
-    assert "connection" in row.last_error
+    assert "Connection refused" in row.last_error
     assert row.lease_until is None
     # Attempt 1 waits OUTBOX_RETRY_BASE_SECONDS * 2**0.
     assert before + timedelta(seconds=60) <= row.next_attempt_at
@@ -288,17 +288,18 @@ def test_retry_happens_by_itself_once_the_backoff_has_passed(
     assert only_row().status == OutboxStatus.SENT
 
 
-def test_row_fails_after_max_attempts_and_is_kept(
+def test_row_fails_after_max_attempts_of_a_recipient_refusal_and_is_kept(
     app: Flask,
     default_list: MailingList,
     post_form: PostForm,
     deliver: Deliver,
     smtp_server: SMTPServer,
 ) -> None:
+    """A recipient the server keeps deferring (4xx) is given up after the limit."""
     app.config["OUTBOX_MAX_ATTEMPTS"] = 3
     app.config["OUTBOX_RETRY_BASE_SECONDS"] = 60
     queue_signup(post_form, "hopeless@example.org")
-    smtp_server.stop()
+    smtp_server.recorder.refuse["hopeless@example.org"] = "451 4.2.0 mailbox busy, try later"
 
     for attempt in (1, 2):
         assert deliver() == []
@@ -311,14 +312,47 @@ def test_row_fails_after_max_attempts_and_is_kept(
     assert row.attempts == 3
     assert row.status == OutboxStatus.FAILED
     assert row.last_error
+    assert "451" in row.last_error
     assert row.lease_until is None
 
     # A failed row is kept for the record, and never tried again.
-    smtp_server.start()
+    smtp_server.recorder.refuse.clear()
     make_due()
     assert deliver() == []
     assert only_row().status == OutboxStatus.FAILED
     assert smtp_server.recorder.received == []
+
+
+def test_an_outage_never_fails_a_mail_however_long_it_lasts(
+    app: Flask,
+    default_list: MailingList,
+    post_form: PostForm,
+    deliver: Deliver,
+    smtp_server: SMTPServer,
+) -> None:
+    """The server being down is not the recipient's fault: far past the attempt limit
+    the mail is still queued, its wait is capped (so it goes soon after the outage
+    ends), and it is delivered once the server is back."""
+    from newsletter.mail.worker import OUTAGE_MAX_BACKOFF
+
+    app.config["OUTBOX_MAX_ATTEMPTS"] = 3
+    app.config["OUTBOX_RETRY_BASE_SECONDS"] = 60
+    queue_signup(post_form, "patient@example.org")
+    smtp_server.stop()
+
+    for attempt in range(1, 9):
+        assert deliver() == []
+        row = only_row()
+        assert (row.status, row.attempts) == (OutboxStatus.QUEUED, attempt)
+        wait = (row.next_attempt_at - utcnow()).total_seconds()
+        assert wait <= OUTAGE_MAX_BACKOFF
+        make_due()
+    assert wait > OUTAGE_MAX_BACKOFF - 5  # 60 s * 2**7 would be far more: the cap holds
+
+    smtp_server.start()
+    (mail,) = deliver()
+    assert str(mail["To"]) == "patient@example.org"
+    assert only_row().status == OutboxStatus.SENT
 
 
 def test_permanent_refusal_fails_the_row_at_once_and_the_batch_goes_on(

@@ -1,10 +1,19 @@
-"""Hard bounces: never mail the address again, and say so in the ledger."""
+"""Hard bounces: never mail the address again, and say so in the ledger.
+
+Only a refusal that says the *address* is bad is a hard bounce. A permanent
+failure can have other causes that say nothing about the recipient: our
+sender refused at MAIL FROM, the message refused at DATA, a relay without
+SMTPUTF8, a policy block (5.7.x). Suppressing on those would wipe out a whole
+list over one configuration error, with ledger events that cannot be taken
+back; the delivery fails, the address stays.
+"""
 
 from __future__ import annotations
 
 import logging
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..ledger import Evidence, append_event
@@ -16,16 +25,26 @@ log = logging.getLogger(__name__)
 
 
 def suppress(email_key: str, reason: str) -> bool:
-    """Add an address (as its keyed digest) to the suppression list; False if already there."""
+    """Add an address (as its keyed digest) to the suppression list; False if already there.
+
+    Two workers may suppress one address at the same moment: the second one's
+    insert hits the unique digest and is rolled back to a savepoint.
+    """
     digest = email_digest(email_key)
     if db.session.scalar(select(Suppression.id).where(Suppression.email_digest == digest)):
         return False
-    db.session.add(Suppression(email_digest=digest, reason=reason))
+    try:
+        with db.session.begin_nested():
+            db.session.add(Suppression(email_digest=digest, reason=reason))
+    except IntegrityError:
+        return False
     return True
 
 
 def suppress_after_bounce(email: str, error: str) -> None:
-    """A permanent refusal of a recipient: suppress, mark bounced, log the event."""
+    """A hard bounce (see mail.transport.is_hard_bounce): suppress the address,
+    mark its subscriptions bounced and log the event, in the caller's
+    transaction, which this commits."""
     email_key = email.casefold()
     subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email_key == email_key))
     if not suppress(email_key, "bounce"):

@@ -9,6 +9,8 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
+from ..extensions import db
+from ..models.campaigns import Campaign, CampaignStatus
 from ..subscriptions.validation import InvalidInput
 from .service import (
     CampaignStateError,
@@ -37,7 +39,8 @@ campaign_cli = AppGroup("campaign", help="Write and send newsletters.")
 def create_command(list_slug: str, subject: str, body_file: Path, sender: str | None) -> None:
     """Create a draft campaign; prints its id."""
     try:
-        body = body_file.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (some Windows editors write one) is not content.
+        body = body_file.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise click.BadParameter("the file is not UTF-8 text", param_hint="--body") from exc
     try:
@@ -45,6 +48,9 @@ def create_command(list_slug: str, subject: str, body_file: Path, sender: str | 
     except InvalidInput as exc:
         raise click.BadParameter(exc.message, param_hint=f"--{exc.field}") from exc
     click.echo(campaign.id)
+
+
+PAST = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}
 
 
 def _control(action: str, campaign_id: int) -> None:
@@ -55,7 +61,7 @@ def _control(action: str, campaign_id: int) -> None:
         raise click.ClickException(str(exc)) from exc
     except CampaignStateError as exc:
         raise click.ClickException(f"cannot {action}: {exc}") from exc
-    click.echo(f"campaign {campaign_id}: {action}d")
+    click.echo(f"campaign {campaign_id}: {PAST[action]}")
 
 
 @campaign_cli.command("start")
@@ -64,7 +70,7 @@ def _control(action: str, campaign_id: int) -> None:
 def start_command(campaign_id: int, at: str | None) -> None:
     """Start sending now, or schedule it with --at."""
     when = None
-    if at:
+    if at is not None:  # an empty --at "$WHEN" must not mean "send now"
         try:
             when = datetime.fromisoformat(at)
         except ValueError as exc:
@@ -78,7 +84,8 @@ def start_command(campaign_id: int, at: str | None) -> None:
         raise click.ClickException(str(exc)) from exc
     except CampaignStateError as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
-    if when and queued == 0:
+    campaign = db.session.get(Campaign, campaign_id)
+    if when is not None and campaign is not None and campaign.status == CampaignStatus.SCHEDULED:
         click.echo(f"campaign {campaign_id}: scheduled for {when.isoformat()}")
     else:
         click.echo(f"campaign {campaign_id}: {queued} recipients queued")

@@ -25,6 +25,7 @@ UNSUBSCRIBE_URL = "NLPH7f3aUNSUBSCRIBE"
 MANAGE_URL = "NLPH7f3aMANAGE"
 # What an author writes in the Markdown to greet each recipient by name.
 NAME_TAG = re.compile(r"\{\{\s*name\s*\}\}")
+_PLACEHOLDER = re.compile(f"{NAME}|{UNSUBSCRIBE_URL}|{MANAGE_URL}")
 
 ALLOWED_TAGS = {
     "a", "p", "br", "hr", "h1", "h2", "h3", "h4", "strong", "em", "b", "i", "u", "s",
@@ -55,7 +56,13 @@ def markdown_to_safe_html(markdown: str) -> str:
     own_origin = _origin(current_app.config.get("BASE_URL") or "")
 
     def keep(tag: str, attribute: str, value: str) -> str | None:
-        if tag == "img" and attribute == "src" and _origin(value) != own_origin:
+        # Without a BASE_URL no image is ours; a src without scheme and host
+        # (relative, or protocol-relative "//tracker.example/p.gif") is never ours.
+        if (
+            tag == "img"
+            and attribute == "src"
+            and (own_origin is None or _origin(value) != own_origin)
+        ):
             return None
         return value
 
@@ -98,12 +105,8 @@ def personalise(
     template: str, *, name: str, unsubscribe_url: str, manage_url: str, is_html: bool
 ) -> str:
     """Fill one recipient's parts into a rendered template."""
+    values = {NAME: name, UNSUBSCRIBE_URL: unsubscribe_url, MANAGE_URL: manage_url}
     if is_html:
-        name = html.escape(name)
-        unsubscribe_url = html.escape(unsubscribe_url)
-        manage_url = html.escape(manage_url)
-    return (
-        template.replace(NAME, name)
-        .replace(UNSUBSCRIBE_URL, unsubscribe_url)
-        .replace(MANAGE_URL, manage_url)
-    )
+        values = {key: html.escape(value) for key, value in values.items()}
+    # One pass: a name that happens to contain a placeholder stays as written.
+    return _PLACEHOLDER.sub(lambda match: values[match.group()], template)

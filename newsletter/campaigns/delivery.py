@@ -10,6 +10,7 @@ that batch to be sent again once its lease expires; nothing is ever lost.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.utils import parseaddr
@@ -23,16 +24,24 @@ from ..ledger.keys import email_digest
 from ..mail.dkim import sign_message
 from ..mail.message import OutgoingMail, wire_address
 from ..mail.render import external_url, mail_domain
-from ..mail.transport import PermanentFailure, TemporaryFailure, open_transport
+from ..mail.transport import (
+    PermanentFailure,
+    ServerUnavailable,
+    TemporaryFailure,
+    open_transport,
+)
 from ..models import Subscriber, Subscription, SubscriptionStatus, utcnow
 from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatus, Suppression
 from ..tokens import Purpose, make_token
 from .bounces import suppress_after_bounce
 from .compose import personalise
 from .mime import CampaignEnvelope, build_message, make_envelope
-from .rate import take_send_tokens
+from .rate import wait_for_send_tokens
 
 log = logging.getLogger(__name__)
+
+# The longest wait between tries while the SMTP server is unavailable.
+OUTAGE_MAX_BACKOFF = 15 * 60
 
 
 @dataclass
@@ -210,9 +219,11 @@ def _render(recipient: Recipient, content: CampaignContent) -> OutgoingMail:
 def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
     """Run one batch of campaign mail; returns what happened."""
     batch = DeliveryBatch()
-    wanted = take_send_tokens(app.config["DELIVERY_BATCH_SIZE"])
-    if wanted == 0:
-        return batch
+    # Waits while SEND_RATE is used up by other workers rather than return an
+    # empty batch, which the worker loop would take for "nothing is due".
+    wanted = wait_for_send_tokens(app.config["DELIVERY_BATCH_SIZE"])
+    # The lease runs from the claim; counted from just before it, to be safe.
+    renew_at = time.monotonic() + app.config["DELIVERY_LEASE_SECONDS"] / 2
     ids = claim_deliveries(owner, wanted)
     if not ids:
         return batch
@@ -222,21 +233,38 @@ def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
         messages = [(r, _render(r, contents[r.campaign_id])) for r in recipients]
     db.session.commit()  # no transaction open during SMTP I/O
     if messages:
-        _send(app, messages, batch)
+        _send(app, messages, batch, owner, renew_at)
     _finish_campaigns(batch.campaigns)
     return batch
 
 
-def _send(app: Flask, messages: list[tuple[Recipient, OutgoingMail]], batch: DeliveryBatch) -> None:
-    """Send a rendered batch over one connection; sent rows are marked once, at the end."""
+def _send(
+    app: Flask,
+    messages: list[tuple[Recipient, OutgoingMail]],
+    batch: DeliveryBatch,
+    owner: str,
+    renew_at: float,
+) -> None:
+    """Send a rendered batch over one connection; sent rows are marked once, at the end.
+
+    A batch that takes longer than half its lease renews the lease before the
+    next message: otherwise, on a slow server, the lease of rows still being
+    sent (or sent and not yet marked) ran out and another worker sent them
+    again, with no crash at all. Each single message must finish within half
+    the lease (DELIVERY_LEASE_SECONDS well above MAIL_TIMEOUT).
+    """
+    lease_seconds = app.config["DELIVERY_LEASE_SECONDS"]
     sent: list[int] = []
     try:
         with open_transport(app) as transport:
             for position, (recipient, message) in enumerate(messages):
+                if time.monotonic() >= renew_at:
+                    _renew_lease([r.delivery_id for r, _ in messages], owner, lease_seconds)
+                    renew_at = time.monotonic() + lease_seconds / 2
                 try:
                     transport.send(message)
                 except PermanentFailure as exc:
-                    _fail(recipient, str(exc))
+                    _fail(recipient, exc)
                     batch.failed += 1
                 except Exception as exc:
                     # Temporary (4xx, connection) or unexpected: this row backs off;
@@ -244,19 +272,34 @@ def _send(app: Flask, messages: list[tuple[Recipient, OutgoingMail]], batch: Del
                     # the queue for the next batch on a fresh connection.
                     if not isinstance(exc, TemporaryFailure):
                         log.exception("delivery #%d: unexpected error", recipient.delivery_id)
-                    _retry([(recipient, str(exc) or repr(exc))])
+                    _retry([(recipient, str(exc) or repr(exc))], outage=_is_outage(exc))
                     _release([r.delivery_id for r, _ in messages[position + 1 :]])
                     batch.retried += 1
                     break
                 else:
                     sent.append(recipient.delivery_id)
     except TemporaryFailure as exc:  # could not connect at all
-        _retry([(r, str(exc)) for r, _ in messages])
+        _retry([(r, str(exc)) for r, _ in messages], outage=_is_outage(exc))
         batch.retried += len(messages)
     finally:
         if sent:
             _mark(sent, DeliveryStatus.SENT)
             batch.sent += len(sent)
+
+
+def _renew_lease(ids: list[int], owner: str, seconds: float) -> None:
+    """Extend this worker's lease on the rows of its batch that are still queued."""
+    db.session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id.in_(ids),
+            Delivery.status == DeliveryStatus.QUEUED,
+            Delivery.leased_by == owner,
+            Delivery.lease_until.is_not(None),
+        )
+        .values(lease_until=utcnow() + timedelta(seconds=seconds))
+    )
+    db.session.commit()
 
 
 def _mark(ids: list[int], status: DeliveryStatus) -> None:
@@ -267,19 +310,34 @@ def _mark(ids: list[int], status: DeliveryStatus) -> None:
     db.session.commit()
 
 
-def _fail(recipient: Recipient, error: str) -> None:
-    """A permanent refusal: fail the delivery and suppress the address (hard bounce)."""
+def _fail(recipient: Recipient, failure: PermanentFailure) -> None:
+    """A permanent refusal: the delivery fails; a hard bounce also suppresses the
+    address, in the same transaction, so a crash cannot keep one without the other."""
+    error = str(failure)
     db.session.execute(
         update(Delivery)
         .where(Delivery.id == recipient.delivery_id)
         .values(status=DeliveryStatus.FAILED, lease_until=None, last_error=error[:300])
     )
-    db.session.commit()
-    suppress_after_bounce(recipient.email, error)
+    if failure.hard_bounce:
+        suppress_after_bounce(recipient.email, error)  # commits
+    else:
+        db.session.commit()
 
 
-def _retry(items: list[tuple[Recipient, str]]) -> None:
-    """Back off exponentially; give up after DELIVERY_MAX_ATTEMPTS."""
+def _is_outage(exc: BaseException) -> bool:
+    return isinstance(exc, ServerUnavailable)
+
+
+def _retry(items: list[tuple[Recipient, str]], *, outage: bool = False) -> None:
+    """Back off exponentially; give up after DELIVERY_MAX_ATTEMPTS.
+
+    An outage (``outage=True``: server unreachable, sender refused) is not the
+    recipient's fault: the attempt is counted, for the record, but never fails
+    the delivery, and the wait is capped at OUTAGE_MAX_BACKOFF so sending
+    resumes soon after the server is back. Without this, an outage of a couple
+    of hours would fail every queued delivery: mail lost in all but name.
+    """
     config = current_app.config
     now = utcnow()
     for recipient, error in items:
@@ -289,10 +347,12 @@ def _retry(items: list[tuple[Recipient, str]]) -> None:
             "lease_until": None,
             "last_error": error[:300],
         }
-        if attempts >= config["DELIVERY_MAX_ATTEMPTS"]:
+        delay = config["DELIVERY_RETRY_BASE_SECONDS"] * 2 ** min(attempts - 1, 20)
+        if outage:
+            values["next_attempt_at"] = now + timedelta(seconds=min(delay, OUTAGE_MAX_BACKOFF))
+        elif attempts >= config["DELIVERY_MAX_ATTEMPTS"]:
             values["status"] = DeliveryStatus.FAILED
         else:
-            delay = config["DELIVERY_RETRY_BASE_SECONDS"] * 2 ** (attempts - 1)
             values["next_attempt_at"] = now + timedelta(seconds=min(delay, 6 * 3600))
         db.session.execute(
             update(Delivery).where(Delivery.id == recipient.delivery_id).values(**values)

@@ -31,8 +31,13 @@ def encode_header_value(name: str, value: str, *, utf8: bool = False) -> bytes:
 
 
 def quoted_printable(text: str) -> bytes:
-    """UTF-8 quoted-printable with CRLF line ends, as RFC 2045 wants on the wire."""
-    encoded = binascii.b2a_qp(text.replace("\r\n", "\n").encode("utf-8"))
+    """UTF-8 quoted-printable with CRLF line ends, as RFC 2045 wants on the wire.
+
+    A lone CR (old Mac line ends) would go out raw, and RFC 5322 allows CR only
+    in CRLF: like universal newlines, it is read as a line end.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    encoded = binascii.b2a_qp(lines.encode("utf-8"))
     return encoded.replace(b"\n", CRLF)
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
+from email.utils import parseaddr
 
+from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy import func, insert, literal, select, update
 
@@ -39,6 +41,16 @@ def create_campaign(
     sender = (sender or current_app.config["MAIL_DEFAULT_SENDER"]).strip()
     if CONTROL_CHARACTERS.search(sender):
         raise InvalidInput("sender", "The sender contains control characters.")
+    try:
+        # Syntax only: the operator's own domain may be a special-use one (.test).
+        validate_email(
+            parseaddr(sender)[1],
+            check_deliverability=False,
+            globally_deliverable=False,
+            test_environment=True,
+        )
+    except EmailNotValidError as exc:
+        raise InvalidInput("sender", f"The sender needs a valid address ({exc}).") from exc
     campaign = Campaign(
         list_id=mailing_list.id, subject=subject, body_markdown=body_markdown, sender=sender
     )

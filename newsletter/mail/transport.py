@@ -4,9 +4,9 @@ in development only, the dev mailbox folder."""
 from __future__ import annotations
 
 import contextlib
+import re
 import secrets
 import smtplib
-import socket
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
@@ -32,11 +32,26 @@ class Transport(Protocol):
 
 
 class TemporaryFailure(Exception):
-    """Worth retrying later: 4xx replies, timeouts, refused or dropped connections."""
+    """Worth retrying later: a 4xx reply about this recipient or message."""
+
+
+class ServerUnavailable(TemporaryFailure):
+    """The server cannot take mail from us right now: unreachable, dropped the
+    connection, refused our sender or our login, or none is configured.
+
+    It says nothing about the recipient, so it never uses up their attempts:
+    a delivery keeps being retried (with a capped backoff) for as long as the
+    outage lasts, and goes out when it ends. Nothing is failed over an outage.
+    """
 
 
 class PermanentFailure(Exception):
-    """Retrying will not help: 5xx replies, malformed messages."""
+    """Retrying will not help: a 5xx reply about this recipient or message."""
+
+    def __init__(self, message: str, *, hard_bounce: bool = False) -> None:
+        super().__init__(message)
+        # The refusal says the address itself does not work: suppress it.
+        self.hard_bounce = hard_bounce
 
 
 class _TimeoutConnection(Connection):
@@ -67,7 +82,8 @@ class SMTPTransport:
         try:
             self._connection.__enter__()
         except (OSError, smtplib.SMTPException) as exc:
-            raise classify(exc) from exc
+            # Connecting, STARTTLS or login failed: the server's side, or ours.
+            raise ServerUnavailable(f"cannot open an SMTP session: {_describe(exc)}") from exc
         return self
 
     def __exit__(
@@ -89,7 +105,7 @@ class SMTPTransport:
             try:
                 host.ehlo_or_helo_if_needed()  # smtplib greets lazily; we need the extensions
             except (OSError, smtplib.SMTPException) as exc:
-                raise classify(exc) from exc
+                raise ServerUnavailable(f"connection: {_describe(exc)}") from exc
             if not host.has_extn("smtputf8"):
                 raise PermanentFailure(
                     "the address needs SMTPUTF8, which the mail server does not offer"
@@ -111,21 +127,65 @@ class SMTPTransport:
 
 
 def classify(exc: BaseException) -> TemporaryFailure | PermanentFailure:
-    """Decide whether an SMTP error is worth a retry (RFC 5321: 4xx yes, 5xx no)."""
+    """Decide what an SMTP error means for the delivery (RFC 5321 reply classes).
+
+    - a refusal of the recipient: 5xx permanent (a hard bounce if the enhanced
+      code says the address is bad), 4xx temporary;
+    - our sender refused, the connection lost or timed out: the server is
+      unavailable to us, which is not the recipient's fault;
+    - any other 5xx (the message at DATA) permanent, 4xx temporary.
+    """
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        codes = [code for code, _ in exc.recipients.values()]
-        text = "; ".join(f"{code} {msg!r}" for code, msg in exc.recipients.values())
-        if codes and all(code >= 500 for code in codes):
-            return PermanentFailure(f"recipient refused: {text}")
+        replies = list(exc.recipients.values())
+        text = "; ".join(f"{code} {_text(message)}" for code, message in replies)
+        if replies and all(code >= 500 for code, _ in replies):
+            hard = all(is_hard_bounce(code, _text(message)) for code, message in replies)
+            return PermanentFailure(f"recipient refused: {text}", hard_bounce=hard)
         return TemporaryFailure(f"recipient deferred: {text}")
+    if isinstance(exc, smtplib.SMTPSenderRefused):
+        return ServerUnavailable(
+            f"sender refused: {exc.smtp_code} {_text(exc.smtp_error)} "
+            "(check MAIL_DEFAULT_SENDER and the relay's settings)"
+        )
     if isinstance(exc, smtplib.SMTPResponseException):
-        detail = f"{exc.smtp_code} {exc.smtp_error!r}"
+        detail = f"{exc.smtp_code} {_text(exc.smtp_error)}"
         if 500 <= exc.smtp_code < 600:
             return PermanentFailure(detail)
         return TemporaryFailure(detail)
-    if isinstance(exc, smtplib.SMTPServerDisconnected | socket.timeout | OSError):
-        return TemporaryFailure(f"connection: {exc}")
-    return TemporaryFailure(str(exc))
+    return ServerUnavailable(f"connection: {_describe(exc)}")
+
+
+ENHANCED_CODE = re.compile(r"^\s*(\d)\.(\d{1,3})\.(\d{1,3})\b")
+
+
+def is_hard_bounce(code: int, message: str) -> bool:
+    """Whether a 5xx refusal of a recipient says the *address* does not work.
+
+    Yes with no enhanced status code (RFC 3463), or with 5.1.x (bad mailbox or
+    domain) or 5.2.1 (mailbox disabled). No for 5.2.2 (mailbox full), 5.7.x
+    (policy, relay denied) and the rest: suppressing on those would drop
+    people over problems that are not theirs.
+    """
+    if not 500 <= code < 600:
+        return False
+    match = ENHANCED_CODE.match(message)
+    if match is None:
+        return True
+    klass, subject, detail = match.groups()
+    return klass == "5" and (subject == "1" or (subject, detail) == ("2", "1"))
+
+
+def _text(message: bytes | str) -> str:
+    """An SMTP reply text as str (smtplib gives bytes)."""
+    if isinstance(message, bytes):
+        return message.decode("utf-8", errors="replace")
+    return message
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+    return str(exc) or type(exc).__name__
 
 
 class MailboxTransport:
@@ -150,7 +210,7 @@ class MailboxTransport:
         (self._folder / name).write_bytes(mail.data)
 
 
-class MailNotConfigured(TemporaryFailure):
+class MailNotConfigured(ServerUnavailable):
     """No MAIL_SERVER outside development: keep the mail queued, never pretend to send."""
 
 

@@ -26,9 +26,12 @@ from ..extensions import db
 from ..models import OutboxMessage, OutboxStatus, utcnow
 from .message import OutgoingMail
 from .render import NothingToSend, render_outbox_message
-from .transport import PermanentFailure, TemporaryFailure, open_transport
+from .transport import PermanentFailure, ServerUnavailable, TemporaryFailure, open_transport
 
 log = logging.getLogger(__name__)
+
+# The longest wait between tries while the SMTP server is unavailable.
+OUTAGE_MAX_BACKOFF = 15 * 60
 
 if TYPE_CHECKING:
     from ..campaigns.delivery import DeliveryBatch
@@ -128,7 +131,7 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
                     result.failed += 1
                 except TemporaryFailure as exc:
                     # The connection may be unusable: retry this row and release the rest.
-                    _retry(row_id, str(exc))
+                    _retry(row_id, str(exc), outage=isinstance(exc, ServerUnavailable))
                     _release([r for r, _ in rendered[position + 1 :]])
                     result.retried += 1
                     break
@@ -146,7 +149,7 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
                     result.sent += 1
     except TemporaryFailure as exc:  # could not connect at all
         for row_id, _ in rendered:
-            _retry(row_id, str(exc))
+            _retry(row_id, str(exc), outage=isinstance(exc, ServerUnavailable))
         result.retried += len(rendered)
     log.info(
         "outbox batch: %d sent, %d retried, %d failed, %d skipped",
@@ -167,8 +170,12 @@ def _finish(row_id: int, status: OutboxStatus, error: str | None = None) -> None
     db.session.commit()
 
 
-def _retry(row_id: int, error: str) -> None:
-    """Schedule another attempt with exponential backoff, or give up after the limit."""
+def _retry(row_id: int, error: str, *, outage: bool = False) -> None:
+    """Schedule another attempt with exponential backoff, or give up after the limit.
+
+    An outage (server unreachable, sender refused, no MAIL_SERVER) never fails
+    the row and waits at most OUTAGE_MAX_BACKOFF: see campaigns.delivery._retry.
+    """
     row = db.session.get(OutboxMessage, row_id)
     if row is None:
         return
@@ -176,10 +183,12 @@ def _retry(row_id: int, error: str) -> None:
     row.attempts += 1
     row.last_error = error[:500]
     row.lease_until = None
-    if row.attempts >= config["OUTBOX_MAX_ATTEMPTS"]:
+    delay = config["OUTBOX_RETRY_BASE_SECONDS"] * 2 ** min(row.attempts - 1, 20)
+    if outage:
+        row.next_attempt_at = utcnow() + timedelta(seconds=min(delay, OUTAGE_MAX_BACKOFF))
+    elif row.attempts >= config["OUTBOX_MAX_ATTEMPTS"]:
         row.status = OutboxStatus.FAILED
     else:
-        delay = config["OUTBOX_RETRY_BASE_SECONDS"] * 2 ** (row.attempts - 1)
         row.next_attempt_at = utcnow() + timedelta(seconds=min(delay, 6 * 3600))
     db.session.commit()
     log.warning("outbox #%d: attempt %d failed: %s", row_id, row.attempts, error)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -171,6 +171,9 @@ def confirm(payload: TokenPayload, evidence: Evidence) -> ConfirmOutcome:
     active, not_pending = [], []
     for subscription in _subscriptions_named(subscriber, payload.list_ids):
         if subscription.status == SubscriptionStatus.PENDING:
+            # Confirming proves the mailbox receives mail again: an earlier hard
+            # bounce no longer stands (the person signed up anew and confirmed).
+            _lift_suppression(subscriber)
             subscription.status = SubscriptionStatus.ACTIVE
             subscription.confirmed_at = utcnow()
             append_event(
@@ -188,6 +191,15 @@ def confirm(payload: TokenPayload, evidence: Evidence) -> ConfirmOutcome:
             not_pending.append(subscription.mailing_list)
     db.session.commit()
     return ConfirmOutcome(active=active, not_pending=not_pending)
+
+
+def _lift_suppression(subscriber: Subscriber) -> None:
+    from ..ledger import email_digests
+    from ..models import Suppression
+
+    db.session.execute(
+        delete(Suppression).where(Suppression.email_digest.in_(email_digests(subscriber.email_key)))
+    )
 
 
 def resend_confirmation(payload: TokenPayload) -> None:
