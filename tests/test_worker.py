@@ -333,7 +333,7 @@ def test_an_outage_never_fails_a_mail_however_long_it_lasts(
     """The server being down is not the recipient's fault: far past the attempt limit
     the mail is still queued, its wait is capped (so it goes soon after the outage
     ends), and it is delivered once the server is back."""
-    from newsletter.mail.worker import OUTAGE_MAX_BACKOFF
+    from newsletter.mail.retry import OUTAGE_MAX_BACKOFF
 
     app.config["OUTBOX_MAX_ATTEMPTS"] = 3
     app.config["OUTBOX_RETRY_BASE_SECONDS"] = 60

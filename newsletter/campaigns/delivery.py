@@ -24,6 +24,7 @@ from ..ledger.keys import email_digest
 from ..mail.dkim import sign_message
 from ..mail.message import OutgoingMail, wire_address
 from ..mail.render import external_url, mail_domain
+from ..mail.retry import next_attempt
 from ..mail.transport import (
     PermanentFailure,
     ServerUnavailable,
@@ -39,9 +40,6 @@ from .mime import CampaignEnvelope, build_message, make_envelope
 from .rate import wait_for_send_tokens
 
 log = logging.getLogger(__name__)
-
-# The longest wait between tries while the SMTP server is unavailable.
-OUTAGE_MAX_BACKOFF = 15 * 60
 
 
 @dataclass
@@ -330,16 +328,8 @@ def _is_outage(exc: BaseException) -> bool:
 
 
 def _retry(items: list[tuple[Recipient, str]], *, outage: bool = False) -> None:
-    """Back off exponentially; give up after DELIVERY_MAX_ATTEMPTS.
-
-    An outage (``outage=True``: server unreachable, sender refused) is not the
-    recipient's fault: the attempt is counted, for the record, but never fails
-    the delivery, and the wait is capped at OUTAGE_MAX_BACKOFF so sending
-    resumes soon after the server is back. Without this, an outage of a couple
-    of hours would fail every queued delivery: mail lost in all but name.
-    """
+    """Schedule another attempt per mail.retry (an outage never fails a delivery)."""
     config = current_app.config
-    now = utcnow()
     for recipient, error in items:
         attempts = recipient.attempts + 1
         values: dict[str, object] = {
@@ -347,13 +337,16 @@ def _retry(items: list[tuple[Recipient, str]], *, outage: bool = False) -> None:
             "lease_until": None,
             "last_error": error[:300],
         }
-        delay = config["DELIVERY_RETRY_BASE_SECONDS"] * 2 ** min(attempts - 1, 20)
-        if outage:
-            values["next_attempt_at"] = now + timedelta(seconds=min(delay, OUTAGE_MAX_BACKOFF))
-        elif attempts >= config["DELIVERY_MAX_ATTEMPTS"]:
+        when = next_attempt(
+            attempts,
+            base_seconds=config["DELIVERY_RETRY_BASE_SECONDS"],
+            max_attempts=config["DELIVERY_MAX_ATTEMPTS"],
+            outage=outage,
+        )
+        if when is None:
             values["status"] = DeliveryStatus.FAILED
         else:
-            values["next_attempt_at"] = now + timedelta(seconds=min(delay, 6 * 3600))
+            values["next_attempt_at"] = when
         db.session.execute(
             update(Delivery).where(Delivery.id == recipient.delivery_id).values(**values)
         )

@@ -26,12 +26,10 @@ from ..extensions import db
 from ..models import OutboxMessage, OutboxStatus, utcnow
 from .message import OutgoingMail
 from .render import NothingToSend, render_outbox_message
+from .retry import next_attempt
 from .transport import PermanentFailure, ServerUnavailable, TemporaryFailure, open_transport
 
 log = logging.getLogger(__name__)
-
-# The longest wait between tries while the SMTP server is unavailable.
-OUTAGE_MAX_BACKOFF = 15 * 60
 
 if TYPE_CHECKING:
     from ..campaigns.delivery import DeliveryBatch
@@ -171,11 +169,7 @@ def _finish(row_id: int, status: OutboxStatus, error: str | None = None) -> None
 
 
 def _retry(row_id: int, error: str, *, outage: bool = False) -> None:
-    """Schedule another attempt with exponential backoff, or give up after the limit.
-
-    An outage (server unreachable, sender refused, no MAIL_SERVER) never fails
-    the row and waits at most OUTAGE_MAX_BACKOFF: see campaigns.delivery._retry.
-    """
+    """Schedule another attempt (see mail.retry), or give up after the limit."""
     row = db.session.get(OutboxMessage, row_id)
     if row is None:
         return
@@ -183,13 +177,16 @@ def _retry(row_id: int, error: str, *, outage: bool = False) -> None:
     row.attempts += 1
     row.last_error = error[:500]
     row.lease_until = None
-    delay = config["OUTBOX_RETRY_BASE_SECONDS"] * 2 ** min(row.attempts - 1, 20)
-    if outage:
-        row.next_attempt_at = utcnow() + timedelta(seconds=min(delay, OUTAGE_MAX_BACKOFF))
-    elif row.attempts >= config["OUTBOX_MAX_ATTEMPTS"]:
+    when = next_attempt(
+        row.attempts,
+        base_seconds=config["OUTBOX_RETRY_BASE_SECONDS"],
+        max_attempts=config["OUTBOX_MAX_ATTEMPTS"],
+        outage=outage,
+    )
+    if when is None:
         row.status = OutboxStatus.FAILED
     else:
-        row.next_attempt_at = utcnow() + timedelta(seconds=min(delay, 6 * 3600))
+        row.next_attempt_at = when
     db.session.commit()
     log.warning("outbox #%d: attempt %d failed: %s", row_id, row.attempts, error)
 
