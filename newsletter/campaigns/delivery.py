@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import parseaddr
 
 from flask import Flask, current_app
@@ -81,15 +81,40 @@ class CampaignContent:
     text: str
 
 
+# Where each worker's next claim starts (by delivery id). Only a shortcut past
+# the rows it already handled, never coordination: every claim still locks
+# its rows in the database, and a short claim starts over from the lowest id,
+# so retries and released rows behind the cursor are found again.
+_claim_cursor: dict[str, int] = {}
+
+
 def claim_deliveries(owner: str, size: int) -> list[int]:
-    """Lease up to ``size`` due deliveries of sending campaigns; commit."""
+    """Lease up to ``size`` due deliveries of sending campaigns; commit.
+
+    One ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``
+    round trip. Starting after the worker's previous batch matters: the partial
+    index of queued rows keeps dead entries of rows just sent until vacuum, and
+    a claim that always started from the lowest id walked through all of them
+    (the claim was 23 % of a worker's time at 1,000,000 recipients).
+    """
     now = utcnow()
+    after = _claim_cursor.get(owner, 0)
+    ids = _claim(owner, size, now, after)
+    if len(ids) < size and after:
+        ids += _claim(owner, size - len(ids), now, 0)
+    _claim_cursor[owner] = max(ids) if len(ids) == size else 0
+    db.session.commit()
+    return sorted(ids)
+
+
+def _claim(owner: str, size: int, now: datetime, after: int) -> list[int]:
     sending = select(Campaign.id).where(Campaign.status == CampaignStatus.SENDING)
-    query = (
+    candidates = (
         select(Delivery.id)
         .where(
             Delivery.status == DeliveryStatus.QUEUED,
             Delivery.campaign_id.in_(sending),
+            Delivery.id > after,
             Delivery.next_attempt_at <= now,
             or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
         )
@@ -97,15 +122,16 @@ def claim_deliveries(owner: str, size: int) -> list[int]:
         .limit(size)
     )
     if is_postgresql():
-        query = query.with_for_update(skip_locked=True, of=Delivery)
-    ids = list(db.session.scalars(query))
-    if ids:
-        lease = now + timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
-        db.session.execute(
-            update(Delivery).where(Delivery.id.in_(ids)).values(lease_until=lease, leased_by=owner)
-        )
-    db.session.commit()
-    return ids
+        candidates = candidates.with_for_update(skip_locked=True, of=Delivery)
+    lease = now + timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
+    statement = (
+        update(Delivery)
+        .where(Delivery.id.in_(candidates.scalar_subquery()))
+        .values(lease_until=lease, leased_by=owner)
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(db.session.scalars(statement))
 
 
 def _recipients(ids: list[int], batch: DeliveryBatch) -> list[Recipient]:
@@ -194,13 +220,37 @@ def _content(campaign_id: int) -> CampaignContent:
     )
 
 
-def _render(recipient: Recipient, content: CampaignContent) -> OutgoingMail:
+# Stands in for the token in a link built once per batch (URL-safe, so the
+# token replacing it needs no escaping either).
+TOKEN_SLOT = "TOKENSLOT7f3a"  # noqa: S105 - a placeholder, not a secret
+
+
+@dataclass(frozen=True)
+class LinkTemplates:
+    """Absolute unsubscribe and manage URLs with a slot for the token.
+
+    Building a URL with url_for needs a request context, which costs more than
+    everything else in a recipient's rendering: done once per batch instead.
+    """
+
+    unsubscribe: str
+    manage: str
+
+    @classmethod
+    def build(cls) -> LinkTemplates:
+        """Resolve both routes once."""
+        return cls(
+            unsubscribe=external_url("public.unsubscribe", token=TOKEN_SLOT),
+            manage=external_url("public.manage", token=TOKEN_SLOT),
+        )
+
+
+def _render(recipient: Recipient, content: CampaignContent, links: LinkTemplates) -> OutgoingMail:
     """The signed (when configured) message for one recipient."""
-    unsubscribe = external_url(
-        "public.unsubscribe",
-        token=make_token(Purpose.UNSUBSCRIBE, recipient.token_key, (recipient.list_id,)),
+    unsubscribe = links.unsubscribe.replace(
+        TOKEN_SLOT, make_token(Purpose.UNSUBSCRIBE, recipient.token_key, (recipient.list_id,))
     )
-    manage = external_url("public.manage", token=make_token(Purpose.MANAGE, recipient.token_key))
+    manage = links.manage.replace(TOKEN_SLOT, make_token(Purpose.MANAGE, recipient.token_key))
     parts = {"name": recipient.name, "unsubscribe_url": unsubscribe, "manage_url": manage}
     address = wire_address(recipient.email)
     message = build_message(
@@ -227,8 +277,8 @@ def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
         return batch
     recipients = _recipients(ids, batch)
     contents = {cid: _content(cid) for cid in {r.campaign_id for r in recipients}}
-    with app.test_request_context("/"):  # url_for for links, once for the batch
-        messages = [(r, _render(r, contents[r.campaign_id])) for r in recipients]
+    links = LinkTemplates.build()
+    messages = [(r, _render(r, contents[r.campaign_id], links)) for r in recipients]
     db.session.commit()  # no transaction open during SMTP I/O
     if messages:
         _send(app, messages, batch, owner, renew_at)

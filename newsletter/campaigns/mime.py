@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.policy import SMTP
-from email.utils import formatdate
+from email.utils import formataddr, formatdate
 
 CRLF = b"\r\n"
 MAX_HEADER_LINE = 998
@@ -76,14 +76,15 @@ def build_message(
 ) -> bytes:
     """The complete message for one recipient, CRLF line ends, ready for DATA."""
     boundary = "nl-" + secrets.token_hex(12)
-    if to_address.isascii() and not to_name:
-        to_line = b"To: " + to_address.encode("ascii")
-    else:
+    name = " ".join(to_name.split())  # no line break can reach the header
+    if to_address.isascii():
+        # formataddr quotes or RFC 2047-encodes the name as needed, at a fraction
+        # of the header registry's cost (that was 17 % of a worker's time).
+        to_line = b"To: " + formataddr((name, to_address), charset="utf-8").encode("ascii")
+    else:  # a non-ASCII local part: raw UTF-8 header, sent with SMTPUTF8
         username, _, domain = to_address.rpartition("@")
         to_line = encode_header_value(
-            "To",
-            str(Address(display_name=to_name, username=username, domain=domain)),
-            utf8=not to_address.isascii(),
+            "To", str(Address(display_name=name, username=username, domain=domain)), utf8=True
         )
     headers = [
         envelope.sender,
