@@ -274,6 +274,7 @@ def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
     renew_at = time.monotonic() + app.config["DELIVERY_LEASE_SECONDS"] / 2
     ids = claim_deliveries(owner, wanted)
     if not ids:
+        _finish_campaigns()
         return batch
     recipients = _recipients(ids, batch)
     contents = {cid: _content(cid) for cid in {r.campaign_id for r in recipients}}
@@ -282,7 +283,11 @@ def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
     db.session.commit()  # no transaction open during SMTP I/O
     if messages:
         _send(app, messages, batch, owner, renew_at)
-    _finish_campaigns(batch.campaigns)
+    if len(ids) < wanted:
+        # Only a short claim can mean a campaign ran out of queued rows. Checking
+        # after every batch walked the queued-rows index past every row sent so
+        # far (its dead entries wait for vacuum): quadratic in the campaign.
+        _finish_campaigns()
     return batch
 
 
@@ -409,16 +414,18 @@ def _release(ids: list[int]) -> None:
         db.session.commit()
 
 
-def _finish_campaigns(campaign_ids: set[int]) -> None:
-    """Mark campaigns done once nothing of theirs is queued."""
-    if not campaign_ids:
-        return
+def _finish_campaigns() -> None:
+    """Mark sending campaigns done once nothing of theirs is queued.
+
+    Whichever worker comes up short last does it: a worker whose rows were
+    still in flight at another's check finds nothing to claim afterwards.
+    """
     queued = exists().where(
         Delivery.campaign_id == Campaign.id, Delivery.status == DeliveryStatus.QUEUED
     )
     db.session.execute(
         update(Campaign)
-        .where(Campaign.id.in_(campaign_ids), Campaign.status == CampaignStatus.SENDING, ~queued)
+        .where(Campaign.status == CampaignStatus.SENDING, ~queued)
         .values(status=CampaignStatus.DONE, finished_at=utcnow())
         .execution_options(synchronize_session=False)
     )
