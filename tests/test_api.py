@@ -14,42 +14,27 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
 from newsletter.models import (
     ConsentEvent,
     MailingList,
-    OutboxMessage,
     Subscriber,
     Subscription,
     SubscriptionStatus,
 )
 from newsletter.subscriptions.validation import MAX_EMAIL, MAX_LISTS
 
-from .fixtures.mailflow import link_path, text_of
+from .fixtures.mailflow import NOTHING, counts, link_path, text_of
 
 URL = "/api/v1/subscriptions"
 SITE = "https://inklusio.dk"
 EVIL = "https://evil.example"
-NOTHING = {"subscribers": 0, "subscriptions": 0, "consent_events": 0, "outbox": 0}
 
 
 # --- helpers -----------------------------------------------------------------
-
-
-def counts() -> dict[str, int]:
-    """Rows in the tables a signup writes to."""
-    db.session.commit()
-    result = {
-        "subscribers": db.session.scalar(select(func.count(Subscriber.id))) or 0,
-        "subscriptions": db.session.scalar(select(func.count(Subscription.id))) or 0,
-        "consent_events": db.session.scalar(select(func.count(ConsentEvent.id))) or 0,
-        "outbox": db.session.scalar(select(func.count(OutboxMessage.id))) or 0,
-    }
-    db.session.commit()  # SQLite: never hold the write lock across a request
-    return result
 
 
 def api(

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
@@ -25,36 +25,19 @@ from newsletter.models import (
     ConsentEvent,
     ConsentText,
     MailingList,
-    OutboxMessage,
     Subscriber,
     Subscription,
     SubscriptionStatus,
 )
 from newsletter.subscriptions.validation import MAX_EMAIL, MAX_NAME
 
-from .fixtures.mailflow import link_path
+from .fixtures.mailflow import NOTHING, counts, link_path
 
 SITE = "https://inklusio.dk"
 OWN = "http://localhost"
 
 
 # --- helpers -----------------------------------------------------------------
-
-
-def counts() -> dict[str, int]:
-    """Rows in the tables a signup writes to."""
-    db.session.commit()
-    result = {
-        "subscribers": db.session.scalar(select(func.count(Subscriber.id))) or 0,
-        "subscriptions": db.session.scalar(select(func.count(Subscription.id))) or 0,
-        "consent_events": db.session.scalar(select(func.count(ConsentEvent.id))) or 0,
-        "outbox": db.session.scalar(select(func.count(OutboxMessage.id))) or 0,
-    }
-    db.session.commit()  # SQLite: never hold the write lock across a request
-    return result
-
-
-NOTHING = {"subscribers": 0, "subscriptions": 0, "consent_events": 0, "outbox": 0}
 
 
 def subscriber(email_key: str) -> dict[str, Any] | None:
