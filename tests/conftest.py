@@ -10,6 +10,7 @@ migrations, not create_all, so every run also tests them.
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,6 +39,16 @@ ORIGIN = "http://newsletter.test"
 def pytest_report_header() -> str:
     """Say which database this run uses."""
     return f"newsletter database backend: {BACKEND}"
+
+
+@pytest.fixture(autouse=True)
+def _restore_signal_handlers() -> Iterator[None]:
+    """`newsletter worker` installs SIGTERM/SIGINT handlers for its process; a test
+    that runs it in-process must not leave them to pytest."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -46,15 +45,6 @@ JSON_KEYS = {
     "eta_seconds",
 }  # fmt: skip
 BODY = "# Nyt fra os\n\nHej {{ name }}, her er ugens nyt om æøå.\n"
-
-
-@pytest.fixture(autouse=True)
-def _keep_signal_handlers() -> Iterator[None]:
-    """`worker` installs SIGTERM/SIGINT handlers for its process; undo that here."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
 
 
 def invoke(runner: FlaskCliRunner, *args: str) -> Result:

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -285,16 +284,6 @@ def test_ensure_default_is_a_no_op_when_any_list_exists(
 # -- newsletter worker --once -----------------------------------------------------------------
 
 
-@pytest.fixture
-def keep_signal_handlers() -> Iterator[None]:
-    """The worker command installs SIGTERM/SIGINT handlers; give pytest its own back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
-@pytest.mark.usefixtures("keep_signal_handlers")
 def test_worker_once_sends_what_is_queued_and_exits(
     runner: FlaskCliRunner,
     default_list: MailingList,

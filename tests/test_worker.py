@@ -8,10 +8,9 @@ SMTP server, which can be stopped, started and told to refuse recipients.
 from __future__ import annotations
 
 import re
-import signal
 import smtplib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -778,16 +777,6 @@ def test_api_signup_language_reaches_the_mail(
 # --- the command ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def keep_signal_handlers() -> Iterator[None]:
-    """The worker command installs SIGTERM/SIGINT handlers; put the originals back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
-@pytest.mark.usefixtures("keep_signal_handlers")
 def test_worker_command_once_sends_what_is_queued(
     default_list: MailingList,
     post_form: PostForm,
