@@ -21,7 +21,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     load_config(app, test_config)
 
-    from . import database, web
+    from . import admin, database, web
     from .cli import register_commands
     from .extensions import babel, db, limiter, mail, migrate
     from .i18n import select_locale
@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
     web.init_app(app)
+    admin.init_app(app)
     register_commands(app)
     proxies = int(app.config["TRUSTED_PROXIES"])
     if proxies > 0:

@@ -72,9 +72,10 @@ def _product_commands() -> list[click.Command]:
     from .campaigns.cli import campaign_cli
     from .ledger.cli import consent_cli, ledger_cli
     from .mail.cli import worker_command
+    from .staff.cli import staff_cli
     from .subscriptions.cli import list_cli
 
-    return [worker_command, ledger_cli, consent_cli, list_cli, campaign_cli]
+    return [worker_command, ledger_cli, consent_cli, list_cli, campaign_cli, staff_cli]
 
 
 def register_commands(app: Flask) -> None:

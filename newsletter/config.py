@@ -62,6 +62,19 @@ DEFAULTS: dict[str, Any] = {
     "BABEL_DEFAULT_LOCALE": "da",
     "LANGUAGES": ["da", "en"],
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    # Staff console (/admin). The session cookie is HttpOnly and SameSite=Lax,
+    # and Secure whenever BASE_URL is https (set in load_config).
+    "SESSION_COOKIE_NAME": "newsletter_staff",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "PERMANENT_SESSION_LIFETIME": 12 * 3600,  # a login lasts a working day at most
+    "STAFF_IDLE_TIMEOUT": 30 * 60,  # ... and ends after 30 idle minutes
+    "LOGIN_RATE_LIMIT": "5 per minute;30 per hour",
+    # Staff forms carry a CSRF token (Flask-WTF); it lives as long as the session.
+    "WTF_CSRF_TIME_LIMIT": None,
+    # CSRF is checked for every /admin POST by the admin blueprint; public POSTs
+    # are authorised by Origin or by their signed token instead (DESIGN §1).
+    "WTF_CSRF_CHECK_DEFAULT": False,
 }
 
 
@@ -84,6 +97,8 @@ def load_config(app: Flask, test_config: dict[str, Any] | None) -> None:
     app.config["SECRET_KEY_FALLBACKS"] = _as_list(app.config["SECRET_KEY_FALLBACKS"])
     if app.config["IP_LOGGING"] not in {"full", "truncated", "none"}:
         raise ConfigError("NEWSLETTER_IP_LOGGING must be one of: full, truncated, none.")
+    if str(app.config["BASE_URL"]).startswith("https://"):
+        app.config["SESSION_COOKIE_SECURE"] = True
     _check_secret_key(app)
 
 

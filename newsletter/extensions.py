@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask_babel import Babel
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
 from flask_mail import Mail
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
@@ -35,3 +37,6 @@ babel = Babel()
 # Public POSTs are limited per client address; storage comes from
 # RATELIMIT_STORAGE_URI (memory:// for one process, redis:// for several).
 limiter = Limiter(get_remote_address)
+# Staff console: sessions (Flask-Login) and CSRF tokens on every staff form.
+login_manager = LoginManager()
+csrf = CSRFProtect()

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, g, request_started
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from newsletter import create_app
@@ -26,7 +26,7 @@ from newsletter.extensions import db
 from newsletter.models import MailingList
 from newsletter.subscriptions.lists import DEFAULT_CONSENT_TEXT, create_list
 
-pytest_plugins = ["tests.fixtures.smtp", "tests.fixtures.mailflow"]
+pytest_plugins = ["tests.fixtures.smtp", "tests.fixtures.mailflow", "tests.fixtures.staff"]
 
 BACKEND = os.environ.get("NEWSLETTER_TEST_BACKEND", "sqlite")
 POSTGRES_ADMIN_URL = os.environ.get(
@@ -112,6 +112,7 @@ def app_factory(
         config.update(MAIL_SERVER=smtp_server.host, MAIL_PORT=smtp_server.port)
         config.update(overrides)
         app = create_app(config)
+        request_started.connect(_forget_request_state, app)
         apps.append(app)
         return app
 
@@ -122,6 +123,18 @@ def app_factory(
             db.engine.dispose()
     if apps:
         _empty_tables(apps[0])
+
+
+def _forget_request_state(sender: Flask, **extra: Any) -> None:
+    """Start every test request with a clean ``g``.
+
+    Tests push one app context for their whole length, and Flask reuses it for
+    each test request, so ``g`` would carry one request's logged-in user and
+    CSRF token into the next (and into other clients). In production every
+    request has its own app context.
+    """
+    for key in ("_login_user", "csrf_token"):
+        g.pop(key, None)
 
 
 def _empty_tables(app: Flask) -> None:

@@ -8,27 +8,35 @@ from .campaigns import (
     SendRateBucket,
     Suppression,
 )
+from .imports import ImportJob, ImportStatus
 from .ledger import Channel, ConsentEvent, ConsentEventType, LedgerHead
 from .lists import ConsentText, MailingList
 from .outbox import OutboxKind, OutboxMessage, OutboxStatus
+from .staff import AuditEntry, ConsoleSetting, Role, StaffUser
 from .subscribers import Subscriber, Subscription, SubscriptionStatus
 from .types import UTCDateTime, utcnow
 
 __all__ = [
+    "AuditEntry",
     "Campaign",
     "CampaignStatus",
     "Channel",
     "ConsentEvent",
     "ConsentEventType",
     "ConsentText",
+    "ConsoleSetting",
     "Delivery",
     "DeliveryStatus",
+    "ImportJob",
+    "ImportStatus",
     "LedgerHead",
     "MailingList",
     "OutboxKind",
     "OutboxMessage",
     "OutboxStatus",
+    "Role",
     "SendRateBucket",
+    "StaffUser",
     "Subscriber",
     "Subscription",
     "SubscriptionStatus",

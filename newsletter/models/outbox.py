@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -18,6 +18,8 @@ class OutboxKind(enum.StrEnum):
 
     CONFIRM = "confirm"
     WELCOME = "welcome"
+    CAMPAIGN_TEST = "campaign_test"  # a campaign's test mail to a staff member
+    DATA_EXPORT = "data_export"  # a link to someone's own data (GDPR Art. 15)
 
 
 class OutboxStatus(enum.StrEnum):
@@ -35,12 +37,19 @@ class OutboxMessage(db.Model):  # type: ignore[name-defined]
     mail for a list the person left meanwhile is skipped."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+        CheckConstraint("(subscriber_id IS NULL) <> (staff_user_id IS NULL)", name="one_recipient"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[OutboxKind] = mapped_column(str_enum(OutboxKind, "kind"))
-    subscriber_id: Mapped[int] = mapped_column(
+    # The recipient: a subscriber, or (for a campaign's test mail) a staff member.
+    subscriber_id: Mapped[int | None] = mapped_column(
         ForeignKey("subscribers.id", ondelete="CASCADE"), index=True
+    )
+    staff_user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("staff_users.id", ondelete="CASCADE")
     )
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     status: Mapped[OutboxStatus] = mapped_column(

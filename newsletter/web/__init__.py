@@ -29,10 +29,11 @@ class RedactTokens(logging.Filter):
 
 def init_app(app: Flask) -> None:
     """Register blueprints, headers and error pages."""
-    from . import api, devmailbox, public
+    from . import api, archive, devmailbox, public
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(archive.bp)
     if app.debug and not app.config.get("MAIL_SERVER"):
         app.register_blueprint(devmailbox.bp)
     app.jinja_env.globals["get_locale"] = get_locale

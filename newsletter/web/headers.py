@@ -20,7 +20,10 @@ def add_security_headers(response: Response) -> Response:
     headers = response.headers
     headers.setdefault("Content-Security-Policy", CSP)
     headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
+    # The console sends its own origin as Referer (same-origin): Flask-WTF's CSRF
+    # check on https needs it. Everything else sends no Referer at all.
+    staff_page = request.path.startswith("/admin")
+    headers.setdefault("Referrer-Policy", "same-origin" if staff_page else "no-referrer")
     headers.setdefault("X-Frame-Options", "DENY")
     headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")

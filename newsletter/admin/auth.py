@@ -1,0 +1,172 @@
+"""Login (password, then a two-factor code), logout, password change and enrolment."""
+
+from __future__ import annotations
+
+import time
+
+from flask import current_app, flash, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from flask_login import current_user, login_user, logout_user
+
+from ..extensions import limiter
+from ..staff import service, totp
+from ..subscriptions.validation import InvalidInput
+from . import bp
+from .access import client_ip, staff
+from .forms import CodeForm, ConfirmForm, LoginForm, PasswordForm
+
+PENDING_LOGIN_SECONDS = 300  # the code must follow the password within 5 minutes
+
+
+def _login_limit() -> str:
+    """LOGIN_RATE_LIMIT, read per request so tests and operators can change it."""
+    return str(current_app.config["LOGIN_RATE_LIMIT"])
+
+
+def _too_many() -> str:
+    """The message of a 429 on the login steps."""
+    return _("Too many login attempts. Wait a few minutes, then try again.")
+
+
+def _by_address() -> str:
+    """Rate-limit key: the address being tried, so one account can't be guessed at
+    from many IPs either."""
+    return "login:" + (request.form.get("email") or "").strip().lower()[:320]
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path inside the console, never another site (open redirect)."""
+    if target and target.startswith("/admin") and not target.startswith("//"):
+        return target
+    return url_for("admin.dashboard")
+
+
+def _complete_login(user_id: int, target: str | None) -> ResponseReturnValue:
+    """Start a fresh session for the account and go where the person was going."""
+    user = service.get_staff(user_id)
+    assert user is not None
+    session.clear()  # nothing from before the login survives (session fixation)
+    login_user(user)
+    session.permanent = True
+    session["at"] = session["seen"] = int(time.time())
+    service.record_login(user, client_ip())
+    return redirect(_safe_next(target))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], error_message=_too_many)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_by_address, error_message=_too_many)
+def login() -> ResponseReturnValue:
+    """Step one: address and password."""
+    if current_user.is_authenticated:
+        return redirect(url_for("admin.dashboard"))
+    form = LoginForm(next=request.args.get("next", ""))
+    if form.validate_on_submit():
+        user = service.authenticate(form.email.data or "", form.password.data or "")
+        if user is None:
+            service.record_failed_login(form.email.data or "", client_ip())
+            form.form_errors.append(_("Wrong e-mail address or password."))
+            return render_template("admin/login.html", form=form), 200
+        if user.totp_secret:
+            session.clear()
+            session["pending_login"] = {
+                "id": user.id,
+                "at": int(time.time()),
+                "next": form.next.data or "",
+            }
+            return redirect(url_for("admin.login_code"))
+        return _complete_login(user.id, form.next.data)
+    return render_template("admin/login.html", form=form)
+
+
+@bp.route("/login/code", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], error_message=_too_many)
+def login_code() -> ResponseReturnValue:
+    """Step two: the authenticator app's code."""
+    pending = session.get("pending_login")
+    if not pending or time.time() - pending["at"] > PENDING_LOGIN_SECONDS:
+        session.pop("pending_login", None)
+        flash(_("Please log in again."), "info")
+        return redirect(url_for("admin.login"))
+    user = service.get_staff(int(pending["id"]))
+    if user is None or not user.is_active:
+        session.clear()
+        return redirect(url_for("admin.login"))
+    form = CodeForm()
+    if form.validate_on_submit():
+        if totp.verify_login_code(user, form.code.data or ""):
+            return _complete_login(user.id, pending.get("next"))
+        service.record_failed_login(user.email, client_ip())
+        form.code.errors = [_("That code is wrong or was used already. Try the next one.")]
+    return render_template("admin/login_code.html", form=form)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout() -> ResponseReturnValue:
+    """End the session (a POST with a CSRF token: a link could log people out)."""
+    logout_user()
+    session.clear()
+    flash(_("You are logged out."), "info")
+    return redirect(url_for("admin.login"))
+
+
+@bp.route("/account/password", methods=["GET", "POST"])
+def password() -> ResponseReturnValue:
+    """Change one's own password; other sessions of the account end."""
+    form = PasswordForm()
+    if form.validate_on_submit():
+        user = staff()
+        try:
+            service.change_password(
+                user,
+                form.current_password.data or "",
+                form.new_password.data or "",
+                ip=client_ip(),
+            )
+        except InvalidInput as exc:
+            getattr(form, exc.field).errors = [exc.message]
+        else:
+            login_user(user)  # this session continues under the new version
+            flash(_("Your password is changed."), "success")
+            return redirect(url_for("admin.password"))
+    return render_template("admin/password.html", form=form)
+
+
+@bp.route("/account/two-factor", methods=["GET", "POST"])
+def two_factor() -> ResponseReturnValue:
+    """Set up two-factor login: scan the QR code, type a code to prove it works."""
+    user = staff()
+    form = CodeForm()
+    if user.totp_secret:
+        return render_template("admin/two_factor.html", form=form, enabled=True)
+    secret = session.get("totp_enrol") or totp.new_secret()
+    session["totp_enrol"] = secret
+    if form.validate_on_submit():
+        if totp.enable(user, secret, form.code.data or "", ip=client_ip()):
+            session.pop("totp_enrol", None)
+            flash(_("Two-factor login is on."), "success")
+            return redirect(url_for("admin.dashboard"))
+        form.code.errors = [_("That code does not match. Check the time on your phone.")]
+    uri = totp.provisioning_uri(secret, user.email, str(current_app.config["ORGANIZATION_NAME"]))
+    return render_template(
+        "admin/two_factor.html",
+        form=form,
+        enabled=False,
+        qr=totp.qr_svg(uri),
+        secret=secret,
+        required=service.two_factor_required(),
+    )
+
+
+@bp.route("/account/two-factor/disable", methods=["POST"])
+def two_factor_disable() -> ResponseReturnValue:
+    """Turn one's own two-factor login off (not while an owner requires it)."""
+    form = ConfirmForm()
+    if form.validate_on_submit():
+        if service.two_factor_required():
+            flash(_("Two-factor login is required for every account."), "error")
+        else:
+            totp.disable(staff(), actor=staff(), ip=client_ip())
+            flash(_("Two-factor login is off."), "info")
+    return redirect(url_for("admin.two_factor"))

@@ -1,0 +1,3 @@
+"""Staff console: subscribers (routes are added to the admin blueprint here)."""
+
+from __future__ import annotations

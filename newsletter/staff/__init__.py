@@ -1,0 +1,1 @@
+"""Staff accounts: passwords, two-factor codes, roles and the audit trail."""

@@ -1,0 +1,53 @@
+"""Password hashing (argon2id via argon2-cffi) and the password rules."""
+
+from __future__ import annotations
+
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 256  # argon2 takes any length; a bound keeps requests cheap
+
+_hasher = PasswordHasher()
+# Verified against when the address is unknown, so a login for an unknown
+# address takes as long as one for a known address (no account enumeration).
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class WeakPassword(ValueError):
+    """A new password breaks the rules; the message says which."""
+
+
+def hash_password(password: str) -> str:
+    """An argon2id hash with the library's current parameters."""
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    """True when ``password`` matches; an unknown account (None) never matches."""
+    try:
+        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    """True when the hash was made with weaker parameters than today's."""
+    return _hasher.check_needs_rehash(password_hash)
+
+
+def check_new_password(password: str, email: str) -> None:
+    """Refuse a password that is short, over-long or the account's address."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise WeakPassword(f"The password must be at least {MIN_PASSWORD_LENGTH} characters.")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise WeakPassword(f"The password must be at most {MAX_PASSWORD_LENGTH} characters.")
+    if password.strip().lower() == email.strip().lower():
+        raise WeakPassword("The password must not be the e-mail address.")
+
+
+def generate_password() -> str:
+    """A random password of about 120 bits, for printing once."""
+    return secrets.token_urlsafe(20)
