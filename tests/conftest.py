@@ -26,7 +26,12 @@ from newsletter.extensions import db
 from newsletter.models import MailingList
 from newsletter.subscriptions.lists import DEFAULT_CONSENT_TEXT, create_list
 
-pytest_plugins = ["tests.fixtures.smtp", "tests.fixtures.mailflow", "tests.fixtures.staff"]
+pytest_plugins = [
+    "tests.fixtures.smtp",
+    "tests.fixtures.mailflow",
+    "tests.fixtures.staff",
+    "tests.fixtures.browser",
+]
 
 BACKEND = os.environ.get("NEWSLETTER_TEST_BACKEND", "sqlite")
 POSTGRES_ADMIN_URL = os.environ.get(

@@ -5,15 +5,26 @@ from __future__ import annotations
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, HiddenField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, EqualTo, Length, Optional
 
 from ..models import Role
 from ..staff.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
+
+def _password_length() -> Length:
+    """The password rule as a form validator (the service checks it again)."""
+    return Length(
+        min=MIN_PASSWORD_LENGTH,
+        max=MAX_PASSWORD_LENGTH,
+        message=_l("The password must be %(min)d to %(max)d characters long."),
+    )
+
+
 ROLE_CHOICES = [
-    (Role.VIEWER.value, _l("Viewer: read only")),
-    (Role.EDITOR.value, _l("Editor: campaigns, lists, subscribers")),
-    (Role.OWNER.value, _l("Owner: everything, including staff and settings")),
+    SelectChoice(Role.VIEWER.value, _l("Viewer: read only")),
+    SelectChoice(Role.EDITOR.value, _l("Editor: campaigns, lists, subscribers")),
+    SelectChoice(Role.OWNER.value, _l("Owner: everything, including staff and settings")),
 ]
 
 
@@ -41,7 +52,7 @@ class PasswordForm(FlaskForm):
     )
     new_password = PasswordField(
         _l("New password"),
-        validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)],
+        validators=[DataRequired(), _password_length()],
     )
     repeat = PasswordField(
         _l("Repeat the new password"),
@@ -57,7 +68,7 @@ class StaffCreateForm(FlaskForm):
     role = SelectField(_l("Role"), choices=ROLE_CHOICES, default=Role.EDITOR.value)
     password = PasswordField(
         _l("Password (leave empty to generate one)"),
-        validators=[Optional(), Length(min=MIN_PASSWORD_LENGTH, max=MAX_PASSWORD_LENGTH)],
+        validators=[Optional(), _password_length()],
     )
 
 
