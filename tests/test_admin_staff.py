@@ -43,7 +43,8 @@ def test_duplicate_and_bad_addresses_are_named(staff_client: Callable[..., Staff
     taken = owner.post("/admin/staff/new", {"email": owner.user.email, "role": "editor"})
     assert "already exists" in taken.get_data(as_text=True)
     bad = owner.post("/admin/staff/new", {"email": "not-an-address", "role": "editor"})
-    assert bad.status_code == 200 and 'aria-invalid="true"' in bad.get_data(as_text=True)
+    assert bad.status_code == 200
+    assert 'aria-invalid="true"' in bad.get_data(as_text=True)
     short = owner.post(
         "/admin/staff/new", {"email": "x@example.org", "role": "editor", "password": "short"}
     )
@@ -113,9 +114,11 @@ def test_audit_log_filters(staff_client: Callable[..., StaffClient], make_staff)
     target = make_staff(Role.EDITOR)
     owner.post(f"/admin/staff/{target.id}", {"name": "A", "role": "viewer", "is_active": "y"})
     everything = owner.get("/admin/audit").get_data(as_text=True)
-    assert "staff.login" in everything and "staff.update" in everything
+    assert "staff.login" in everything
+    assert "staff.update" in everything
     only_updates = owner.get("/admin/audit?action=staff.update").get_data(as_text=True)
-    assert "staff.update" in only_updates and "staff.login<" not in only_updates
+    assert "staff.update" in only_updates
+    assert "staff.login<" not in only_updates
     by_object = owner.get(f"/admin/audit?object_type=staff&object_id={target.id}")
     assert "staff.update" in by_object.get_data(as_text=True)
     nobody = owner.get("/admin/audit?actor=nobody-at-all").get_data(as_text=True)
@@ -130,12 +133,14 @@ def test_cli_creates_an_owner_and_prints_the_password_once(runner) -> None:
     assert result.exit_code == 0, result.output
     password = re.search(r"password \(shown once, store it now\): (\S+)", result.output).group(1)
     user = service.authenticate("boss@example.org", password)
-    assert user is not None and user.role == Role.OWNER
+    assert user is not None
+    assert user.role == Role.OWNER
     assert entries("staff.create")[0].actor_email == "(command line)"
     listed = runner.invoke(args=["staff", "list"])
     assert "owner\tactive\tno-2fa\tboss@example.org" in listed.output
     again = runner.invoke(args=["staff", "create", "boss@example.org"])
-    assert again.exit_code == 2 and "already exists" in again.output
+    assert again.exit_code == 2
+    assert "already exists" in again.output
 
 
 def test_cli_reset_two_factor(runner, make_staff) -> None:
