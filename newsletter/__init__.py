@@ -21,6 +21,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     load_config(app, test_config)
 
+    from .ops.logs import configure_logging
+
+    configure_logging(app)
+
     from . import admin, database, web
     from .cli import register_commands
     from .extensions import babel, db, limiter, mail, migrate

@@ -13,6 +13,7 @@ from werkzeug.serving import run_simple
 from . import create_app
 from .config import ConfigError
 from .mail.worker import run_worker
+from .ops.cli import check_command
 
 
 @click.command("run")
@@ -63,6 +64,7 @@ def _make_group() -> FlaskGroup:
     # them without loading the app. Each loads the app when it runs.
     group.add_command(run_command)
     group.add_command(db_cli)
+    group.add_command(check_command)  # reads settings itself: works when the app cannot load
     for command in _product_commands():
         group.add_command(command)
     return group
@@ -74,8 +76,17 @@ def _product_commands() -> list[click.Command]:
     from .mail.cli import worker_command
     from .staff.cli import staff_cli
     from .subscriptions.cli import list_cli
+    from .subscriptions.export_cli import export_command
 
-    return [worker_command, ledger_cli, consent_cli, list_cli, campaign_cli, staff_cli]
+    return [
+        worker_command,
+        ledger_cli,
+        consent_cli,
+        list_cli,
+        campaign_cli,
+        staff_cli,
+        export_command,
+    ]
 
 
 def register_commands(app: Flask) -> None:

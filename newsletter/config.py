@@ -55,6 +55,9 @@ DEFAULTS: dict[str, Any] = {
     "DKIM_PRIVATE_KEY": "",
     "DKIM_PRIVATE_KEY_FILE": "",
     "DKIM_ALGORITHM": "rsa",
+    # Logs: "text" or "json" (one object a line, for log collectors).
+    "LOG_FORMAT": "text",
+    "LOG_LEVEL": "INFO",
     "RATELIMIT_STORAGE_URI": "memory://",
     "RATELIMIT_HEADERS_ENABLED": True,
     "SIGNUP_RATE_LIMIT": "10 per minute;60 per hour",

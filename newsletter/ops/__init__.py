@@ -1,0 +1,1 @@
+"""Running it for real: the production check and structured logs."""

@@ -1,0 +1,226 @@
+"""`newsletter check`: is this a sound production configuration? Say plainly what is not.
+
+It reads the same settings as the app (defaults, then NEWSLETTER_* from the
+environment) but does not build the app, so one bad setting does not hide
+the others: every finding is listed, and the exit status is 1 when any is an
+error. Warnings are things that work but are unwise in production.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.utils import parseaddr
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from flask import Config
+
+from ..config import DEFAULTS, MIN_SECRET_LENGTH, WEAK_SECRETS, normalise_database_url
+
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One result: level is "ok", "warning" or "error"."""
+
+    level: str
+    setting: str
+    message: str
+
+
+def read_settings(instance_path: str) -> Config:
+    """The settings the app would use, without its start-up checks."""
+    config = Config(instance_path)
+    config.from_mapping(DEFAULTS)
+    config.from_prefixed_env("NEWSLETTER")
+    return config
+
+
+def run_checks(config: Config, *, connect: bool = True) -> list[Finding]:
+    """Every check, in the order an operator fixes things."""
+    findings = [*_secret(config), *_base_url(config), *_origins(config), *_mail(config)]
+    findings += [*_dkim(config), *_ledger(config), *_rate_limits(config)]
+    if connect:
+        findings += [*_database(config), *_smtp(config), *_redis(config)]
+    return findings
+
+
+def _secret(config: Config) -> list[Finding]:
+    key = str(config.get("SECRET_KEY") or "")
+    if not key:
+        return [Finding("error", "SECRET_KEY", "not set; generate 48 random characters")]
+    if len(key) < MIN_SECRET_LENGTH or key.lower() in WEAK_SECRETS:
+        return [
+            Finding("error", "SECRET_KEY", f"too weak: use {MIN_SECRET_LENGTH}+ random characters")
+        ]
+    return [Finding("ok", "SECRET_KEY", f"set, {len(key)} characters")]
+
+
+def _base_url(config: Config) -> list[Finding]:
+    url = str(config.get("BASE_URL") or "")
+    parts = urlsplit(url)
+    if not url:
+        return [
+            Finding("error", "BASE_URL", "not set; links in mails need the public https origin")
+        ]
+    if parts.scheme != "https" or not parts.netloc:
+        return [
+            Finding("error", "BASE_URL", f"{url!r} is not an https URL; links and cookies need TLS")
+        ]
+    if parts.path not in ("", "/") or parts.query:
+        return [
+            Finding("error", "BASE_URL", "must be an origin only, like https://news.example.org")
+        ]
+    return [Finding("ok", "BASE_URL", url)]
+
+
+def _origins(config: Config) -> list[Finding]:
+    raw = config.get("ALLOWED_ORIGINS") or []
+    origins = raw.replace(",", " ").split() if isinstance(raw, str) else list(raw)
+    bad = [o for o in origins if not _is_origin(str(o))]
+    if bad:
+        return [Finding("error", "ALLOWED_ORIGINS", f"not origins (scheme://host[:port]): {bad}")]
+    return [Finding("ok", "ALLOWED_ORIGINS", ", ".join(origins) or "none (only the hosted form)")]
+
+
+def _is_origin(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and parts.path in ("", "/")
+
+
+def _mail(config: Config) -> list[Finding]:
+    findings: list[Finding] = []
+    if not config.get("MAIL_SERVER"):
+        findings.append(Finding("error", "MAIL_SERVER", "not set: mail would stay queued"))
+    if parseaddr(str(config.get("MAIL_DEFAULT_SENDER") or ""))[1].count("@") != 1:
+        findings.append(Finding("error", "MAIL_DEFAULT_SENDER", "not a valid sender address"))
+    elif str(config["MAIL_DEFAULT_SENDER"]).endswith("@localhost>"):
+        findings.append(Finding("error", "MAIL_DEFAULT_SENDER", "still the default @localhost"))
+    if config.get("MAIL_USE_TLS") and config.get("MAIL_USE_SSL"):
+        findings.append(
+            Finding("error", "MAIL_USE_TLS", "MAIL_USE_TLS and MAIL_USE_SSL exclude each other")
+        )
+    secure = config.get("MAIL_USE_TLS") or config.get("MAIL_USE_SSL")
+    if config.get("MAIL_USERNAME") and not secure:
+        findings.append(
+            Finding("warning", "MAIL_USE_TLS", "a password would cross the network in clear")
+        )
+    return findings or [
+        Finding("ok", "MAIL_*", f"{config['MAIL_SERVER']}:{config.get('MAIL_PORT', 25)}")
+    ]
+
+
+def _dkim(config: Config) -> list[Finding]:
+    parts = {
+        "DKIM_SELECTOR": config.get("DKIM_SELECTOR"),
+        "DKIM_DOMAIN": config.get("DKIM_DOMAIN"),
+        "DKIM_PRIVATE_KEY": config.get("DKIM_PRIVATE_KEY") or config.get("DKIM_PRIVATE_KEY_FILE"),
+    }
+    given = [name for name, value in parts.items() if value]
+    if not given:
+        return [
+            Finding("warning", "DKIM_*", "mail is not DKIM-signed; many receivers will distrust it")
+        ]
+    if len(given) < len(parts):
+        missing = sorted(set(parts) - set(given))
+        return [Finding("error", "DKIM_*", f"partly configured; missing {', '.join(missing)}")]
+    path = config.get("DKIM_PRIVATE_KEY_FILE")
+    if path and not Path(str(path)).is_file():
+        return [Finding("error", "DKIM_PRIVATE_KEY_FILE", f"{path} cannot be read")]
+    return [
+        Finding("ok", "DKIM_*", f"{config['DKIM_SELECTOR']}._domainkey.{config['DKIM_DOMAIN']}")
+    ]
+
+
+def _ledger(config: Config) -> list[Finding]:
+    if config.get("LEDGER_KEY"):
+        return [Finding("ok", "LEDGER_KEY", "set")]
+    return [
+        Finding(
+            "warning", "LEDGER_KEY", "derived from SECRET_KEY; set it once, before the first signup"
+        )
+    ]
+
+
+def _rate_limits(config: Config) -> list[Finding]:
+    uri = str(config.get("RATELIMIT_STORAGE_URI") or "memory://")
+    if uri.startswith("memory://"):
+        return [
+            Finding(
+                "warning",
+                "RATELIMIT_STORAGE_URI",
+                "memory:// counts per process; use redis:// with several",
+            )
+        ]
+    return [Finding("ok", "RATELIMIT_STORAGE_URI", uri.split("@")[-1])]
+
+
+def _database(config: Config) -> list[Finding]:
+    default = f"sqlite:///{Path(config.root_path) / 'newsletter.db'}"
+    url = normalise_database_url(str(config.get("DATABASE_URL") or default))
+    findings = []
+    if url.startswith("sqlite"):
+        findings.append(Finding("warning", "DATABASE_URL", "SQLite: one host, one worker only"))
+    engine = sa.create_engine(url, connect_args=_connect_args(url))
+    try:
+        with engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+        return [*findings, Finding("error", "DATABASE_URL", f"cannot connect: {reason}")]
+    finally:
+        engine.dispose()
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    if current != head:
+        message = (
+            f"schema at {current or 'nothing'}, code needs {head}: run `newsletter db upgrade`"
+        )
+        return [*findings, Finding("error", "DATABASE_URL", message)]
+    return [*findings, Finding("ok", "DATABASE_URL", f"reachable, migrated ({head})")]
+
+
+def _connect_args(url: str) -> dict[str, Any]:
+    return {"connect_timeout": TIMEOUT} if url.startswith("postgresql") else {}
+
+
+def _smtp(config: Config) -> list[Finding]:
+    host = config.get("MAIL_SERVER")
+    if not host:
+        return []
+    port = int(config.get("MAIL_PORT") or (465 if config.get("MAIL_USE_SSL") else 25))
+    try:
+        if config.get("MAIL_USE_SSL"):
+            client: smtplib.SMTP = smtplib.SMTP_SSL(str(host), port, timeout=TIMEOUT)
+        else:
+            client = smtplib.SMTP(str(host), port, timeout=TIMEOUT)
+        with client:
+            client.ehlo()
+            if config.get("MAIL_USE_TLS"):
+                client.starttls(context=ssl.create_default_context())
+                client.ehlo()
+            if config.get("MAIL_USERNAME"):
+                client.login(str(config["MAIL_USERNAME"]), str(config.get("MAIL_PASSWORD") or ""))
+    except (OSError, smtplib.SMTPException) as exc:
+        return [Finding("error", "MAIL_SERVER", f"{host}:{port} does not work: {exc}")]
+    return [Finding("ok", "MAIL_SERVER", f"{host}:{port} answers")]
+
+
+def _redis(config: Config) -> list[Finding]:
+    uri = str(config.get("RATELIMIT_STORAGE_URI") or "")
+    if not uri.startswith(("redis://", "rediss://")):
+        return []
+    import redis
+
+    try:
+        redis.Redis.from_url(uri, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT).ping()
+    except redis.RedisError as exc:
+        return [Finding("error", "RATELIMIT_STORAGE_URI", f"Redis does not answer: {exc}")]
+    return [Finding("ok", "RATELIMIT_STORAGE_URI", "Redis answers")]
