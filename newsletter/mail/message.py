@@ -37,6 +37,20 @@ class OutgoingMail:
         return not (self.sender.isascii() and self.recipient.isascii())
 
 
+def safe_display_name(name: str) -> str:
+    """A display name that no mail parser can turn into another header.
+
+    The email package decodes RFC 2047 encoded words even inside a quoted
+    display name when it parses a header it is given, so a name typed as
+    ``=?utf-8?q?=0D=0ABcc:_x@example.org?=`` would come out as a line break and
+    a Bcc header (CPython 3.11.7 here; CVE-2024-6923 family). Breaking the
+    ``=?`` opener keeps such a name literal; no real name contains it.
+    Control characters are dropped for the same reason.
+    """
+    cleaned = "".join(ch for ch in name if ch.isprintable())
+    return cleaned.replace("=?", "= ?")
+
+
 def wire_address(address: str) -> str:
     """The ASCII form of an address where one exists (IDN domain -> punycode).
 
@@ -72,7 +86,7 @@ def compose_mail(
     username, _, host = recipient.rpartition("@")
     message = EmailMessage(policy=MAIL_POLICY)
     message["From"] = sender
-    message["To"] = Address(display_name=to_name, username=username, domain=host)
+    message["To"] = Address(display_name=safe_display_name(to_name), username=username, domain=host)
     message["Subject"] = subject
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=domain)
