@@ -88,14 +88,16 @@ def test_stored_rows_and_rendered_mails_stay_clean(client, default_list) -> None
         assert "victim@example.org" not in mail.recipient
 
 
-@given(token=st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=2000))
+@given(token=st.text(alphabet=st.characters(exclude_categories=("Cs",)), min_size=1, max_size=2000))
 @FUZZ
 def test_token_routes_refuse_garbage_without_error(client, token: str) -> None:
     path = quote(token, safe="")
     for kind in ("confirm", "unsubscribe", "manage"):
         for method in (client.get, client.post):
             response = method(f"/{kind}/{path}", headers={"Origin": ORIGIN})
-            assert response.status_code in (400, 404, 405, 410), (kind, response.status_code)
+            # 308: Werkzeug's canonical redirect for a path with "//" (a token
+            # holding "/"), which then 404s.
+            assert response.status_code in (308, 400, 404, 405, 410), (kind, response.status_code)
 
 
 @given(body=st.binary(max_size=3000))
