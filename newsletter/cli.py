@@ -72,8 +72,10 @@ def _make_group() -> FlaskGroup:
 
 def _product_commands() -> list[click.Command]:
     from .campaigns.cli import campaign_cli
+    from .imports.cli import import_command
     from .ledger.cli import consent_cli, ledger_cli
     from .mail.cli import worker_command
+    from .privacy.cli import policy_cli, privacy_cli, purge_command
     from .staff.cli import staff_cli
     from .subscriptions.cli import list_cli
     from .subscriptions.export_cli import export_command
@@ -86,6 +88,10 @@ def _product_commands() -> list[click.Command]:
         campaign_cli,
         staff_cli,
         export_command,
+        import_command,
+        policy_cli,
+        privacy_cli,
+        purge_command,
     ]
 
 

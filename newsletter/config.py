@@ -31,12 +31,27 @@ DEFAULTS: dict[str, Any] = {
     # At most one confirmation mail per address within this many seconds.
     "CONFIRM_RESEND_WINDOW": 15 * 60,
     "IP_LOGGING": "truncated",
+    # Data protection (docs/privacy.md explains each default). A download link
+    # for a copy of one's data works this many seconds after it is mailed.
+    "DATA_EXPORT_MAX_AGE": 48 * 3600,
+    # Retention, in days; 0 turns a rule off. Applied daily by the worker and by
+    # `newsletter purge`. Signups never confirmed are erased after 30 days: a
+    # confirmation link lives 7, so this is several chances later, no more.
+    "RETENTION_UNCONFIRMED_DAYS": 30,
+    # People with no active or pending list left are erased this long after
+    # their last change: time to handle a dispute or a complaint, no longer.
+    "RETENTION_UNSUBSCRIBED_DAYS": 90,
+    # Delivery and outbox logs: after this, a campaign's delivery rows lose the
+    # recipient (counts stay) and finished transactional mail rows are deleted.
+    "RETENTION_DELIVERY_DAYS": 180,
     "TRUSTED_PROXIES": 0,
     "SEND_RATE": 0,
     "ORGANIZATION_NAME": "Inklusio ApS",
     "POSTAL_ADDRESS": "C.A. Olesens Gade 4, 9000 Aalborg",
     "DEFAULT_LIST_SLUG": "nyhedsbrev",
-    "MAIL_DEFAULT_SENDER": "Inklusio <nyhedsbrev@localhost>",
+    # A reserved .test domain: valid for the dev mailbox, and `newsletter check`
+    # refuses it, so production must set its own.
+    "MAIL_DEFAULT_SENDER": "Inklusio <nyhedsbrev@newsletter.test>",
     "MAIL_UNSUBSCRIBE_MAILTO": "",
     "MAIL_TIMEOUT": 30,
     "OUTBOX_BATCH_SIZE": 50,

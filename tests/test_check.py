@@ -71,7 +71,7 @@ def test_every_setting_problem_is_named_at_once(check) -> None:
         "ERROR   BASE_URL: 'http://news.example.org/path' is not an https URL",
         "ERROR   ALLOWED_ORIGINS: not origins",
         "ERROR   MAIL_SERVER: not set",
-        "ERROR   MAIL_DEFAULT_SENDER: still the default @localhost",
+        "ERROR   MAIL_DEFAULT_SENDER: still the development default",
         "ERROR   MAIL_USE_TLS: MAIL_USE_TLS and MAIL_USE_SSL exclude each other",
         "ERROR   DKIM_*: partly configured; missing DKIM_DOMAIN, DKIM_PRIVATE_KEY",
         "WARNING LEDGER_KEY",

@@ -1,17 +1,62 @@
-"""The console's start page."""
+"""The console's start page: subscribers, ledger activity, campaigns in progress."""
 
 from __future__ import annotations
 
-from flask import render_template
+from flask import current_app, render_template
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
 
-from ..models import Role
+from ..models import ConsentEventType, Role, SubscriptionStatus
+from ..reports.chart import Series, line_chart
+from ..reports.dashboard import WINDOW_DAYS
+from ..reports.dashboard import dashboard as collect
 from . import bp
 from .access import requires
+
+
+def _series_labels() -> dict[str, str]:
+    """The chart's series (ledger events) as the console names them."""
+    return {
+        ConsentEventType.REQUESTED: _("Signups"),
+        ConsentEventType.CONFIRMED: _("Confirmations"),
+        ConsentEventType.WITHDRAWN: _("Unsubscribes"),
+    }
 
 
 @bp.route("/")
 @requires(Role.VIEWER)
 def dashboard() -> ResponseReturnValue:
-    """Overview of lists, subscribers and campaigns."""
-    return render_template("admin/dashboard.html")
+    """Subscribers per list and status, activity over 90 days, campaign progress."""
+    figures = collect()
+    activity = figures.activity
+    labels = _series_labels()
+    chart = line_chart(
+        activity.days,
+        [Series(key, labels[key], activity.series[key]) for key in activity.series],
+        title=_("Signups, confirmations and unsubscribes per day, last %(n)s days", n=WINDOW_DAYS),
+        desc=_(
+            "%(start)s to %(end)s (UTC): %(req)s signups, %(conf)s confirmations, "
+            "%(wd)s unsubscribes. The table below has the figures for each day.",
+            start=activity.days[0].isoformat(),
+            end=activity.days[-1].isoformat(),
+            req=activity.total(ConsentEventType.REQUESTED),
+            conf=activity.total(ConsentEventType.CONFIRMED),
+            wd=activity.total(ConsentEventType.WITHDRAWN),
+        ),
+        chart_id="activity",
+    )
+    return render_template(
+        "admin/dashboard.html",
+        figures=figures,
+        activity=activity,
+        chart=chart,
+        labels=labels,
+        statuses=list(SubscriptionStatus),
+        window=WINDOW_DAYS,
+        # The campaign pages are another feature's; link to them when they exist.
+        campaign_link=(
+            "admin.campaign_detail"
+            if "admin.campaign_detail" in current_app.view_functions
+            else None
+        ),
+    )

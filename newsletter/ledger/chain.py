@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import select
 
 from ..extensions import db
-from ..models import ConsentEvent, LedgerHead, Subscriber, utcnow
+from ..models import ConsentEvent, LedgerHead, PolicyVersion, Subscriber, utcnow
 from .evidence import Evidence
 from .keys import canonical_json, email_digest, keyed_digest, ledger_keys, personal_digest
 
@@ -47,14 +47,16 @@ def append_event(
         "user_agent": evidence.user_agent,
         "source_url": evidence.source_url,
     }
+    now = utcnow()
     row = ConsentEvent(
         seq=head.seq + 1,
-        occurred_at=utcnow(),
+        occurred_at=now,
         event=str(event),
         channel=str(channel),
         subscriber_id=subscriber.id,
         list_id=list_id,
         consent_text_id=consent_text_id,
+        policy_version_id=policy_in_force_id(now.date()),
         email_digest=email_digest(subscriber.email_key),
         details=details or {},
         personal_digest=personal_digest(personal),
@@ -65,6 +67,21 @@ def append_event(
     head.seq, head.row_hash = row.seq, row.row_hash
     db.session.add(row)
     return row
+
+
+def policy_in_force_id(row_date: date) -> int | None:
+    """The id of the privacy-policy version in force on ``row_date`` (UTC), if any.
+
+    The newest effective date not after that day wins; on a tie, the later
+    import. Looked up per event, so a version imported with a future date
+    takes over on its day with no further step.
+    """
+    return db.session.scalar(
+        select(PolicyVersion.id)
+        .where(PolicyVersion.effective_on <= row_date)
+        .order_by(PolicyVersion.effective_on.desc(), PolicyVersion.version.desc())
+        .limit(1)
+    )
 
 
 def row_hash(row: ConsentEvent, key: bytes | None = None) -> str:
@@ -87,6 +104,12 @@ def row_hash(row: ConsentEvent, key: bytes | None = None) -> str:
         "personal_digest": row.personal_digest,
         "prev_hash": row.prev_hash,
     }
+    # The policy reference came after the first events were written. Those rows
+    # were hashed without the key, so it enters the content only when set: old
+    # rows still verify, and on new rows removing, setting or changing it breaks
+    # the hash like any other edit (a NULL hashes differently from a value).
+    if row.policy_version_id is not None:
+        content["policy_version_id"] = row.policy_version_id
     return keyed_digest(key or ledger_keys()[0], "row:" + canonical_json(content))
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from ..extensions import db
-from ..models import ConsentEvent, ConsentText, MailingList, Subscriber
+from ..models import ConsentEvent, ConsentText, MailingList, PolicyVersion, Subscriber
 from ..subscriptions.validation import normalise_email
 from .keys import email_digests
 
@@ -22,9 +22,10 @@ def consent_proof(address: str) -> dict[str, Any]:
     digests = email_digests(email_key)
     subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email_key == email_key))
     rows = db.session.execute(
-        select(ConsentEvent, MailingList.slug, ConsentText)
+        select(ConsentEvent, MailingList.slug, ConsentText, PolicyVersion.version)
         .outerjoin(MailingList, MailingList.id == ConsentEvent.list_id)
         .outerjoin(ConsentText, ConsentText.id == ConsentEvent.consent_text_id)
+        .outerjoin(PolicyVersion, PolicyVersion.id == ConsentEvent.policy_version_id)
         .where(ConsentEvent.email_digest.in_(digests))
         .order_by(ConsentEvent.seq)
     ).all()
@@ -32,7 +33,7 @@ def consent_proof(address: str) -> dict[str, Any]:
         "email": email,
         "email_digest": digests[0],
         "subscriber": _subscriber(subscriber) if subscriber else None,
-        "events": [_event(event, slug, text) for event, slug, text in rows],
+        "events": [_event(event, slug, text, policy) for event, slug, text, policy in rows],
     }
 
 
@@ -56,7 +57,10 @@ def _subscriber(subscriber: Subscriber) -> dict[str, Any]:
     }
 
 
-def _event(event: ConsentEvent, slug: str | None, text: ConsentText | None) -> dict[str, Any]:
+def _event(
+    event: ConsentEvent, slug: str | None, text: ConsentText | None, policy: int | None
+) -> dict[str, Any]:
+    """One event as evidence: what, when, how, the texts shown, and its circumstances."""
     return {
         "seq": event.seq,
         "occurred_at": event.occurred_at.isoformat(),
@@ -64,6 +68,8 @@ def _event(event: ConsentEvent, slug: str | None, text: ConsentText | None) -> d
         "channel": event.channel,
         "list": slug,
         "consent_text": {"version": text.version, "text": text.text} if text else None,
+        # The privacy-policy version in force then (/privacy/<version>).
+        "privacy_policy_version": policy,
         "ip": event.ip,
         "user_agent": event.user_agent,
         "source_url": event.source_url,

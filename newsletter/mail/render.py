@@ -11,11 +11,15 @@ from flask import current_app, render_template, url_for
 from flask_babel import force_locale, gettext
 from sqlalchemy import select
 
+from ..campaigns.compose import personalise
+from ..campaigns.service import render_in_mail_language
 from ..extensions import db
 from ..models import (
+    Campaign,
     MailingList,
     OutboxKind,
     OutboxMessage,
+    StaffUser,
     Subscriber,
     Subscription,
     SubscriptionStatus,
@@ -87,7 +91,10 @@ def list_id(mailing_list: MailingList) -> str:
 
 
 def render_outbox_message(row: OutboxMessage) -> OutgoingMail:
-    """Render an outbox row for its subscriber, in the subscriber's language."""
+    """Render an outbox row for its subscriber, in the subscriber's language
+    (or, for a campaign's test mail, for the staff member who asked for it)."""
+    if row.kind == OutboxKind.CAMPAIGN_TEST:
+        return _campaign_test(row)
     subscriber = db.session.get(Subscriber, row.subscriber_id)
     if subscriber is None:
         raise NothingToSend("subscriber erased")
@@ -96,6 +103,11 @@ def render_outbox_message(row: OutboxMessage) -> OutgoingMail:
             return _confirmation(subscriber, row.payload.get("lists", []))
         if row.kind == OutboxKind.WELCOME:
             return _welcome(subscriber, int(row.payload["list"]))
+        if row.kind == OutboxKind.DATA_EXPORT:
+            # Imported here: export_mail builds on this module's URL helpers.
+            from ..privacy.export_mail import data_export_mail
+
+            return data_export_mail(subscriber)
     raise NothingToSend(f"unknown kind {row.kind}")  # pragma: no cover - the enum is closed
 
 
@@ -177,4 +189,57 @@ def _compose(
         html=html,
         domain=mail_domain(),
         headers=headers,
+    )
+
+
+def neutral_link(mailing_list: MailingList) -> str:
+    """Where the personal links point in previews, test mails and the archive: the
+    list's public signup page. It is harmless to open, and no token is made for
+    someone who is not a subscriber."""
+    return external_url("public.subscribe_form", list=mailing_list.slug)
+
+
+def campaign_sample(campaign: Campaign, *, name: str, link: str) -> tuple[str, str]:
+    """A campaign's HTML and text exactly as a recipient gets them, with ``name``
+    and ``link`` in place of the personal parts (previews and test mails).
+
+    Once sending has started this is the frozen rendering that was sent.
+    """
+    if campaign.rendered_html is not None:
+        html, text = campaign.rendered_html, campaign.rendered_text or ""
+    else:
+        rendered = render_in_mail_language(campaign)
+        html, text = rendered.html, rendered.text
+    values = {"name": name, "unsubscribe_url": link, "manage_url": link}
+    return personalise(html, is_html=True, **values), personalise(text, is_html=False, **values)
+
+
+def _campaign_test(row: OutboxMessage) -> OutgoingMail:
+    """A campaign's test mail to the staff member who asked for it.
+
+    The content is the campaign's, rendered now (a draft may have changed since
+    the test was asked for), greeting the staff member by name. The subject is
+    prefixed "[Test]". It carries no List-Unsubscribe, List-Unsubscribe-Post or
+    List-Id: the staff member is not on the list, so a one-click header would
+    offer an unsubscribe that cannot do anything, and filters keyed on List-Id
+    would file the test with the real issues. The unsubscribe and preference
+    links in the body lead to the list's public signup page instead.
+    """
+    staff = db.session.get(StaffUser, row.staff_user_id)
+    if staff is None or not staff.is_active:
+        raise NothingToSend("staff account gone or inactive")
+    campaign = db.session.get(Campaign, int(row.payload.get("campaign", 0)))
+    if campaign is None:
+        raise NothingToSend("campaign deleted")
+    html, text = campaign_sample(
+        campaign, name=staff.name, link=neutral_link(campaign.mailing_list)
+    )
+    return compose_mail(
+        sender=campaign.sender,
+        to_address=staff.email,
+        to_name=staff.name,
+        subject=f"[Test] {campaign.subject}",
+        text=text,
+        html=html,
+        domain=mail_domain(),
     )

@@ -214,7 +214,21 @@ def work_once(app: Flask, owner: str, on_campaign_batch: CampaignCallback | None
     batch = send_deliveries(app, owner)
     if on_campaign_batch is not None and batch.handled:
         on_campaign_batch(batch)
-    return handled + batch.handled
+    from ..privacy.retention import run_due_retention
+
+    run_due_retention(app)  # once a day across all workers; not counted as work
+    return handled + batch.handled + _run_one_import()
+
+
+def _run_one_import() -> int:
+    """CSV imports (issue 4): at most one queued job per round, so mail keeps flowing.
+
+    The job's confirmation mails are in the outbox when it commits; the next
+    round sends them.
+    """
+    from ..imports.run import run_next_import
+
+    return run_next_import()
 
 
 def run_worker(

@@ -12,6 +12,7 @@ from .imports import ImportJob, ImportStatus
 from .ledger import Channel, ConsentEvent, ConsentEventType, LedgerHead
 from .lists import ConsentText, MailingList
 from .outbox import OutboxKind, OutboxMessage, OutboxStatus
+from .policy import PolicyVersion
 from .staff import AuditEntry, ConsoleSetting, Role, StaffUser
 from .subscribers import Subscriber, Subscription, SubscriptionStatus
 from .types import UTCDateTime, utcnow
@@ -34,6 +35,7 @@ __all__ = [
     "OutboxKind",
     "OutboxMessage",
     "OutboxStatus",
+    "PolicyVersion",
     "Role",
     "SendRateBucket",
     "StaffUser",

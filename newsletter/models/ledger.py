@@ -59,6 +59,10 @@ class ConsentEvent(db.Model):  # type: ignore[name-defined]
     )
     list_id: Mapped[int | None] = mapped_column(ForeignKey("lists.id"))
     consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_texts.id"))
+    # The privacy policy in force when the event happened (DESIGN §3). NULL on
+    # events from before policy versions existed, or while none is imported;
+    # the row hash covers it whenever it is set (see ledger.chain.row_hash).
+    policy_version_id: Mapped[int | None] = mapped_column(ForeignKey("privacy_policies.id"))
     # Keyed pseudonym of the address: survives erasure so a disputed address
     # can still be matched, but reveals nothing without the ledger key.
     email_digest: Mapped[str] = mapped_column(String(64), index=True)

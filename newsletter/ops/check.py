@@ -102,8 +102,8 @@ def _mail(config: Config) -> list[Finding]:
         findings.append(Finding("error", "MAIL_SERVER", "not set: mail would stay queued"))
     if parseaddr(str(config.get("MAIL_DEFAULT_SENDER") or ""))[1].count("@") != 1:
         findings.append(Finding("error", "MAIL_DEFAULT_SENDER", "not a valid sender address"))
-    elif str(config["MAIL_DEFAULT_SENDER"]).endswith("@localhost>"):
-        findings.append(Finding("error", "MAIL_DEFAULT_SENDER", "still the default @localhost"))
+    elif config["MAIL_DEFAULT_SENDER"] == DEFAULTS["MAIL_DEFAULT_SENDER"]:
+        findings.append(Finding("error", "MAIL_DEFAULT_SENDER", "still the development default"))
     if config.get("MAIL_USE_TLS") and config.get("MAIL_USE_SSL"):
         findings.append(
             Finding("error", "MAIL_USE_TLS", "MAIL_USE_TLS and MAIL_USE_SSL exclude each other")

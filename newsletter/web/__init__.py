@@ -12,7 +12,9 @@ from werkzeug.exceptions import HTTPException
 
 from .headers import add_security_headers
 
-TOKEN_IN_PATH = re.compile(r"/(confirm|unsubscribe|manage)/([A-Za-z0-9_.\-]{6})[A-Za-z0-9_.\-]*")
+TOKEN_IN_PATH = re.compile(
+    r"/(confirm|unsubscribe|manage|data)/([A-Za-z0-9_.\-]{6})[A-Za-z0-9_.\-]*"
+)
 
 
 class RedactTokens(logging.Filter):
@@ -29,11 +31,13 @@ class RedactTokens(logging.Filter):
 
 def init_app(app: Flask) -> None:
     """Register blueprints, headers and error pages."""
-    from . import api, archive, devmailbox, public
+    from . import api, archive, devmailbox, openapi, privacy, public
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
     app.register_blueprint(archive.bp)
+    app.register_blueprint(privacy.bp)
     if app.debug and not app.config.get("MAIL_SERVER"):
         app.register_blueprint(devmailbox.bp)
     app.jinja_env.globals["get_locale"] = get_locale

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -82,8 +82,13 @@ def json_error(exc: HTTPException) -> ResponseReturnValue:
 @bp.after_request
 def cors_headers(response: Response) -> Response:
     """Let ALLOWED_ORIGINS call the API from the browser; nobody else."""
+    # Every signup form links to the privacy policy; an API client finds the link
+    # here (RFC 6903 "privacy-policy" relation) to show beside its own form.
+    policy = url_for("privacy.policy_in_force", _external=True)
+    response.headers["Link"] = f'<{policy}>; rel="privacy-policy"'
     origin = cors_origin()
     if origin:
+        response.headers["Access-Control-Expose-Headers"] = "Link"
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = "Content-Type"

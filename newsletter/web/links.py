@@ -11,6 +11,7 @@ from flask.typing import ResponseReturnValue
 
 from ..ledger import evidence_from_request
 from ..models import Channel, Subscriber, SubscriptionStatus
+from ..privacy import export
 from ..subscriptions import service
 from ..subscriptions.lists import open_lists
 from ..subscriptions.validation import InvalidInput
@@ -106,7 +107,7 @@ def _manage_url(payload: TokenPayload) -> str:
 
 @bp.route("/manage/<token>", methods=["GET", "POST"])
 def manage(token: str) -> ResponseReturnValue:
-    """The preference page: lists, language, unsubscribe from all."""
+    """The preference page: lists, language, unsubscribe from all, a copy of my data."""
     try:
         payload = _read(Purpose.MANAGE, token)
     except InvalidToken:
@@ -118,6 +119,10 @@ def manage(token: str) -> ResponseReturnValue:
     _use_subscriber_language(subscriber)
     form = ManageForm(request.form)
     outcome = None
+    if request.method == "POST" and form.action.data == "export":
+        # The link is mailed to the address, never shown: see request_data_export.
+        export.request_data_export(payload)
+        return _render_manage(subscriber, form, None, token=token, export_requested=True)
     if request.method == "POST":
         evidence = evidence_from_request(request)
         if form.action.data == "unsubscribe_all":
@@ -126,7 +131,7 @@ def manage(token: str) -> ResponseReturnValue:
             # Values that are not list ids (a slug, a typo) would otherwise read as
             # "nothing ticked" and withdraw every list: refuse, change nothing.
             form.lists.errors = ["Choose your lists with the boxes on this page."]
-            return _render_manage(subscriber, form, None), 400
+            return _render_manage(subscriber, form, None, token=token), 400
         else:
             try:
                 outcome = service.update_preferences(
@@ -134,18 +139,21 @@ def manage(token: str) -> ResponseReturnValue:
                 )
             except InvalidInput as exc:
                 form.locale.errors = [exc.message]
-                return _render_manage(subscriber, form, None), 400
+                return _render_manage(subscriber, form, None, token=token), 400
     _use_subscriber_language(subscriber)
-    return _render_manage(subscriber, form, outcome, saved=request.method == "POST")
+    return _render_manage(subscriber, form, outcome, token=token, saved=request.method == "POST")
 
 
 def _render_manage(
     subscriber: Subscriber,
     form: ManageForm,
     outcome: service.PreferenceOutcome | None,
+    *,
+    token: str,
     saved: bool = False,
+    export_requested: bool = False,
 ) -> str:
-    """The preference page with each open list's current status."""
+    """The preference page with each open list's current status and the privacy actions."""
     statuses = {s.list_id: s.status for s in subscriber.subscriptions}
     rows = [(m, statuses.get(m.id)) for m in open_lists()]
     return render_template(
@@ -155,6 +163,8 @@ def _render_manage(
         form=form,
         outcome=outcome,
         saved=saved,
+        export_requested=export_requested,
+        erase_url=url_for("privacy.erase", token=token),
         Status=SubscriptionStatus,
         languages=current_app.config["LANGUAGES"],
     )

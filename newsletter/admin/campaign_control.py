@@ -1,0 +1,142 @@
+"""The campaign page's buttons: test mail, start or schedule, pause, resume,
+cancel, public; and the progress numbers the page polls.
+
+Each button is a POST (the blueprint checks its CSRF token) that calls one
+service function and returns to the campaign page with a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import flash, jsonify, redirect, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+
+from ..campaigns import service
+from ..extensions import db
+from ..models import Role
+from . import bp
+from .access import client_ip, requires, staff
+from .campaign_forms import ScheduleForm
+from .campaigns import detail_page, loaded
+
+
+def _back(campaign_id: int) -> ResponseReturnValue:
+    """To the campaign page."""
+    return redirect(url_for("admin.campaign_detail", campaign_id=campaign_id))
+
+
+@bp.route("/campaigns/<int:campaign_id>/test", methods=["POST"])
+@requires(Role.EDITOR)
+def campaign_test(campaign_id: int) -> ResponseReturnValue:
+    """Queue a test mail to oneself; the worker sends it like every mail."""
+    loaded(campaign_id)
+    me = staff()
+    if service.queue_test_mail(campaign_id, me, ip=client_ip()):
+        flash(_("A test mail to %(email)s is on its way.", email=me.email), "success")
+    else:
+        flash(_("A test mail to %(email)s is still waiting to be sent.", email=me.email), "info")
+    return _back(campaign_id)
+
+
+@bp.route("/campaigns/<int:campaign_id>/start", methods=["POST"])
+@requires(Role.EDITOR)
+def campaign_start(campaign_id: int) -> ResponseReturnValue:
+    """Start now, or schedule when a time (UTC) is given."""
+    campaign = loaded(campaign_id)
+    form = ScheduleForm()
+    if not form.validate():
+        return detail_page(campaign, schedule=form), 400
+    when = form.when()
+    try:
+        queued = service.start_campaign(campaign_id, when, actor=staff(), ip=client_ip())
+    except service.CampaignStateError:
+        db.session.rollback()
+        flash(_("This campaign cannot be started: it is %(s)s.", s=campaign.status), "error")
+    else:
+        if when is not None:
+            at = when.strftime("%Y-%m-%d %H:%M")
+            flash(_("The campaign is scheduled for %(at)s UTC.", at=at), "success")
+        else:
+            flash(_("Sending has started: %(n)s recipients queued.", n=queued), "success")
+    return _back(campaign_id)
+
+
+def _control(
+    campaign_id: int, action: Callable[..., None], done: str, refused: str
+) -> ResponseReturnValue:
+    """Pause, resume or cancel through the service; say what happened."""
+    campaign = loaded(campaign_id)
+    try:
+        action(campaign_id, actor=staff(), ip=client_ip())
+    except service.CampaignStateError:
+        db.session.rollback()
+        flash(refused % {"s": campaign.status}, "error")
+    else:
+        flash(done, "success")
+    return _back(campaign_id)
+
+
+@bp.route("/campaigns/<int:campaign_id>/pause", methods=["POST"])
+@requires(Role.EDITOR)
+def campaign_pause(campaign_id: int) -> ResponseReturnValue:
+    """Stop handing out batches; the batch in flight finishes."""
+    return _control(
+        campaign_id,
+        service.pause_campaign,
+        _("The campaign is paused."),
+        _("This campaign cannot be paused: it is %(s)s."),
+    )
+
+
+@bp.route("/campaigns/<int:campaign_id>/resume", methods=["POST"])
+@requires(Role.EDITOR)
+def campaign_resume(campaign_id: int) -> ResponseReturnValue:
+    """Continue where it stopped."""
+    return _control(
+        campaign_id,
+        service.resume_campaign,
+        _("The campaign continues."),
+        _("This campaign cannot be resumed: it is %(s)s."),
+    )
+
+
+@bp.route("/campaigns/<int:campaign_id>/cancel", methods=["POST"])
+@requires(Role.EDITOR)
+def campaign_cancel(campaign_id: int) -> ResponseReturnValue:
+    """Stop for good; what is still queued is not sent."""
+    return _control(
+        campaign_id,
+        service.cancel_campaign,
+        _("The campaign is cancelled."),
+        _("This campaign cannot be cancelled: it is %(s)s."),
+    )
+
+
+@bp.route("/campaigns/<int:campaign_id>/public", methods=["POST"])
+@requires(Role.EDITOR)
+def campaign_public(campaign_id: int) -> ResponseReturnValue:
+    """Show in the public archive (``public=1``) or hide (anything else)."""
+    loaded(campaign_id)
+    public = request.form.get("public") == "1"
+    service.set_public(campaign_id, public, actor=staff(), ip=client_ip())
+    if public:
+        flash(_("The campaign is public: it appears in the archive once sent."), "success")
+    else:
+        flash(_("The campaign is no longer in the public archive."), "success")
+    return _back(campaign_id)
+
+
+@bp.route("/campaigns/<int:campaign_id>/progress.json")
+@requires(Role.VIEWER)
+def campaign_progress_json(campaign_id: int) -> ResponseReturnValue:
+    """Counts, rate and ETA for the live progress bar."""
+    loaded(campaign_id)
+    progress = service.campaign_progress(campaign_id)
+    data = progress.as_dict()
+    data["remaining"] = progress.queued
+    data["done"] = progress.total - progress.queued
+    response = jsonify(data)
+    response.headers["Cache-Control"] = "no-store"
+    return response

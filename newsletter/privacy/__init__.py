@@ -1,0 +1,1 @@
+"""Data protection (GDPR): erasure, withdrawal on someone's behalf, and issue 5's services."""

@@ -1,0 +1,92 @@
+"""`newsletter policy import FILE`, `newsletter purge`, `newsletter privacy export|report`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from flask.cli import AppGroup, with_appcontext
+
+from ..extensions import db
+from ..models import utcnow
+from ..staff import audit
+from ..subscriptions.validation import InvalidInput
+from .erasure import UnknownSubscriber
+from .export import subscriber_data_export, subscriber_id_for_address
+from .policy import MAX_POLICY_BYTES, PolicyError, import_policy
+from .report import processing_record
+from .retention import purge
+
+policy_cli = AppGroup("policy", help="Privacy-policy versions.")
+privacy_cli = AppGroup("privacy", help="Data protection: exports and the record of processing.")
+
+
+@policy_cli.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_command(file: Path) -> None:
+    """Import a privacy-policy version from Markdown with YAML front matter.
+
+    The effective date comes from an `effective:` or `date:` key, or from a
+    "Dato for seneste opdatering: DD.MM.YYYY" line in the text. Versions are
+    immutable; importing the same content again changes nothing.
+    """
+    if file.stat().st_size > MAX_POLICY_BYTES:
+        raise click.ClickException(f"{file}: larger than {MAX_POLICY_BYTES // 1024} KiB.")
+    try:
+        result = import_policy(file.read_bytes())
+    except PolicyError as exc:
+        raise click.ClickException(f"{file}: {exc}") from exc
+    version = result.version
+    if result.ignored_keys:
+        click.echo(f"ignored front matter keys: {', '.join(result.ignored_keys)}")
+    if not result.created:
+        click.echo(
+            f"already imported as version {version.version} "
+            f"(in force from {version.effective_on.isoformat()}); nothing changed"
+        )
+        return
+    audit.record(
+        None,
+        "policy.import",
+        "policy",
+        version.version,
+        details={"title": version.title, "effective_on": version.effective_on.isoformat()},
+    )
+    db.session.commit()
+    click.echo(
+        f"imported version {version.version}: {version.title!r}, "
+        f"in force from {version.effective_on.isoformat()}"
+    )
+
+
+@click.command("purge")
+@with_appcontext
+def purge_command() -> None:
+    """Apply the retention rules now and print what was done."""
+    report = purge(utcnow())
+    for line in report.lines():
+        click.echo(line)
+
+
+@privacy_cli.command("export")
+@click.argument("email")
+def export_command(email: str) -> None:
+    """Print everything held about one address as JSON (GDPR Art. 15/20)."""
+    try:
+        subscriber_id = subscriber_id_for_address(email)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message, param_hint="EMAIL") from exc
+    except UnknownSubscriber:
+        raise click.ClickException("No subscriber has that address.") from None
+    document = subscriber_data_export(subscriber_id)
+    # Handing out someone's data is a staff action like any other: audited.
+    audit.record(None, "subscriber.export", "subscriber", subscriber_id)
+    db.session.commit()
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@privacy_cli.command("report")
+def report_command() -> None:
+    """Print the GDPR Art. 30 record of processing from the live settings."""
+    click.echo(processing_record())

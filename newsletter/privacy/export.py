@@ -1,0 +1,167 @@
+"""Right of access and portability (GDPR Art. 15, 20): a person's data as one JSON document.
+
+The same document serves the subscriber (through a fresh, expiring link mailed
+on request from the preference page), staff (the subscriber page in the
+console) and the operator (``newsletter privacy export EMAIL``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from ..extensions import db
+from ..ledger.proof import consent_proof
+from ..mail.outbox import enqueue
+from ..models import (
+    Campaign,
+    Delivery,
+    MailingList,
+    OutboxKind,
+    OutboxMessage,
+    Subscriber,
+    utcnow,
+)
+from ..subscriptions.service import subscriber_for
+from ..subscriptions.validation import normalise_email
+from ..tokens import TokenPayload
+from .erasure import UnknownSubscriber
+
+FORMAT_VERSION = 1
+
+
+def request_data_export(payload: TokenPayload) -> bool:
+    """Queue a mail with a fresh download link to the subscriber's own address. Commits.
+
+    The link goes to the mailbox, never into the page: a preference link may
+    have been forwarded, and only the mailbox owner should get the data. At
+    most one such mail per CONFIRM_RESEND_WINDOW, so a forwarded link cannot
+    be used to flood the person's inbox. Returns whether a mail was queued.
+    """
+    subscriber = subscriber_for(payload)
+    window = timedelta(seconds=current_app.config["CONFIRM_RESEND_WINDOW"])
+    recent = db.session.scalar(
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.subscriber_id == subscriber.id,
+            OutboxMessage.kind == OutboxKind.DATA_EXPORT,
+            OutboxMessage.created_at > utcnow() - window,
+        )
+        .limit(1)
+    )
+    if recent is not None:
+        db.session.commit()
+        return False
+    enqueue(OutboxKind.DATA_EXPORT, subscriber)
+    db.session.commit()
+    return True
+
+
+def subscriber_data_export(subscriber_id: int) -> dict[str, Any]:
+    """Everything held about one subscriber, JSON-ready; raises UnknownSubscriber.
+
+    Profile, subscriptions with the consent text each was given under, the
+    full consent history from the ledger (matched by the keyed pseudonym, so
+    events of an earlier, erased registration of the same address are
+    included), and every mail: campaign deliveries and transactional mail.
+    The link key (``token_key``) is left out: it is a credential, not data
+    about the person.
+    """
+    subscriber = db.session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        raise UnknownSubscriber(subscriber_id)
+    config = current_app.config
+    proof = consent_proof(subscriber.email)
+    return {
+        "format": "newsletter.data-export",
+        "format_version": FORMAT_VERSION,
+        "generated_at": _iso(utcnow()),
+        "controller": {
+            "name": config["ORGANIZATION_NAME"],
+            "address": config["POSTAL_ADDRESS"],
+            "website": config.get("BASE_URL") or None,
+        },
+        "profile": {
+            "email": subscriber.email,
+            "name": subscriber.name,
+            "language": subscriber.locale,
+            "created_at": _iso(subscriber.created_at),
+            "last_confirmation_mail_at": _iso(subscriber.last_confirmation_sent_at),
+        },
+        "subscriptions": [
+            {
+                "list": s.mailing_list.slug,
+                "list_name": s.mailing_list.name,
+                "status": str(s.status),
+                "consent_text": {"version": s.consent_text.version, "text": s.consent_text.text},
+                "requested_at": _iso(s.requested_at),
+                "confirmed_at": _iso(s.confirmed_at),
+                "unsubscribed_at": _iso(s.unsubscribed_at),
+            }
+            for s in sorted(subscriber.subscriptions, key=lambda s: s.list_id)
+        ],
+        "consent_history": proof["events"],
+        "mails": {
+            "newsletters": _deliveries(subscriber.id),
+            "transactional": _outbox(subscriber.id),
+        },
+    }
+
+
+def subscriber_id_for_address(address: str) -> int:
+    """The id of the subscriber with this address (any spelling); raises UnknownSubscriber."""
+    _email, email_key = normalise_email(address)
+    subscriber_id = db.session.scalar(
+        select(Subscriber.id).where(Subscriber.email_key == email_key)
+    )
+    if subscriber_id is None:
+        raise UnknownSubscriber(address)
+    return int(subscriber_id)
+
+
+def _deliveries(subscriber_id: int) -> list[dict[str, Any]]:
+    """Each campaign sent (or meant) to the subscriber, oldest first."""
+    rows = db.session.execute(
+        select(Delivery, Campaign.subject, MailingList.slug)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .join(MailingList, MailingList.id == Campaign.list_id)
+        .where(Delivery.subscriber_id == subscriber_id)
+        .order_by(Delivery.id)
+    )
+    return [
+        {
+            "campaign": delivery.campaign_id,
+            "subject": subject,
+            "list": slug,
+            "status": str(delivery.status),
+            "attempts": delivery.attempts,
+            "sent_at": _iso(delivery.sent_at),
+        }
+        for delivery, subject, slug in rows
+    ]
+
+
+def _outbox(subscriber_id: int) -> list[dict[str, Any]]:
+    """Confirmation, welcome and data-export mails, oldest first."""
+    rows = db.session.scalars(
+        select(OutboxMessage)
+        .where(OutboxMessage.subscriber_id == subscriber_id)
+        .order_by(OutboxMessage.id)
+    )
+    return [
+        {
+            "kind": str(row.kind),
+            "status": str(row.status),
+            "created_at": _iso(row.created_at),
+            "sent_at": _iso(row.sent_at),
+        }
+        for row in rows
+    ]
+
+
+def _iso(value: datetime | None) -> str | None:
+    """ISO 8601 with the UTC offset, or None."""
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,37 @@
+"""The data-export mail: a fresh, expiring download link to the person's own address."""
+
+from __future__ import annotations
+
+from flask import current_app, render_template
+from flask_babel import gettext
+
+from ..mail.message import OutgoingMail, compose_mail
+from ..mail.render import external_url, mail_domain
+from ..models import Subscriber
+from ..tokens import Purpose, make_token
+
+
+def data_export_mail(subscriber: Subscriber) -> OutgoingMail:
+    """Render the link mail. Transactional (asked for by the person): no List-Unsubscribe.
+
+    The token is minted here, when the mail is sent, so the link's lifetime
+    (DATA_EXPORT_MAX_AGE) counts from the moment it leaves, not from the click.
+    """
+    config = current_app.config
+    token = make_token(Purpose.DATA_EXPORT, subscriber.token_key)
+    context = {
+        "subscriber": subscriber,
+        "download_url": external_url("privacy.data_export", token=token),
+        "max_age_hours": max(1, int(config["DATA_EXPORT_MAX_AGE"]) // 3600),
+        "organization": config["ORGANIZATION_NAME"],
+        "postal_address": config["POSTAL_ADDRESS"],
+    }
+    return compose_mail(
+        sender=config["MAIL_DEFAULT_SENDER"],
+        to_address=subscriber.email,
+        to_name=subscriber.name,
+        subject=gettext("A copy of your data"),
+        text=render_template("mail/data_export.txt", **context),
+        html=render_template("mail/data_export.html", **context),
+        domain=mail_domain(),
+    )

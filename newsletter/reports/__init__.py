@@ -1,0 +1,1 @@
+"""Read-only reports for the staff console: dashboard figures and their chart."""

@@ -1,0 +1,76 @@
+"""One subscriber as the console shows them: profile, consent timeline, mails sent,
+and the proof-of-consent document (downloads of it are audited)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..ledger.proof import consent_proof
+from ..models import Campaign, Delivery, DeliveryStatus, StaffUser, Subscriber
+from ..staff import audit
+
+MAX_DELIVERIES_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class SentMail:
+    """One campaign delivery to the subscriber."""
+
+    campaign_id: int
+    subject: str
+    status: DeliveryStatus
+    sent_at: datetime | None
+    attempts: int
+
+
+@dataclass(frozen=True)
+class SubscriberReport:
+    """Everything the subscriber page shows."""
+
+    subscriber: Subscriber
+    proof: dict[str, Any]
+    deliveries: list[SentMail]
+
+
+def subscriber_report(subscriber_id: int) -> SubscriberReport | None:
+    """The subscriber with their consent timeline and recent deliveries (None: unknown)."""
+    subscriber = db.session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        return None
+    rows = db.session.execute(
+        select(Delivery.campaign_id, Campaign.subject, Delivery.status, Delivery.sent_at)
+        .add_columns(Delivery.attempts)
+        .join(Campaign, Campaign.id == Delivery.campaign_id)
+        .where(Delivery.subscriber_id == subscriber.id)
+        .order_by(Delivery.id.desc())
+        .limit(MAX_DELIVERIES_SHOWN)
+    ).all()
+    return SubscriberReport(
+        subscriber=subscriber,
+        proof=consent_proof(subscriber.email),
+        deliveries=[SentMail(*row) for row in rows],
+    )
+
+
+def proof_document(
+    subscriber_id: int, *, actor: StaffUser, ip: str | None, form: str
+) -> dict[str, Any] | None:
+    """The proof of consent for a subscriber, with an audit entry (committed).
+
+    ``form`` is ``json`` or ``print``. Handing out evidence is an export of
+    personal data, so it leaves a trace like any other.
+    """
+    subscriber = db.session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        return None
+    document = consent_proof(subscriber.email)
+    audit.record(
+        actor, "subscriber.proof", "subscriber", subscriber.id, details={"form": form}, ip=ip
+    )
+    db.session.commit()
+    return document
