@@ -11,6 +11,7 @@ back; the delivery fails, the address stays.
 from __future__ import annotations
 
 import logging
+import re
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +23,19 @@ from ..models import Channel, ConsentEventType, Subscriber, SubscriptionStatus
 from ..models.campaigns import Suppression
 
 log = logging.getLogger(__name__)
+# Anything shaped like an address in an SMTP reply ("550 5.1.1 <jane@example.org>:
+# Recipient address rejected").
+ADDRESS_IN_REPLY = re.compile(r"[^\s<>()\[\]\"',;:]+@[^\s<>()\[\]\"',;:]+")
+
+
+def redacted_reply(reply: str) -> str:
+    """An SMTP reply with every address in it replaced by ``<address>``.
+
+    The reply goes into the ledger event's details, which are hashed: what is
+    written there can never be removed again, so erasure (GDPR Art. 17) could
+    not take the address out. The status code and text are what matter later.
+    """
+    return ADDRESS_IN_REPLY.sub("<address>", reply)[:200]
 
 
 def suppress(email_key: str, reason: str) -> bool:
@@ -59,7 +73,7 @@ def suppress_after_bounce(email: str, error: str) -> None:
             channel=Channel.SYSTEM,
             subscriber=subscriber,
             evidence=Evidence(),
-            details={"reason": "bounce", "reply": error[:200]},
+            details={"reason": "bounce", "reply": redacted_reply(error)},
         )
     db.session.commit()
     log.info("suppressed an address after a hard bounce")

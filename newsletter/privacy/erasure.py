@@ -16,10 +16,9 @@ What erasure does, in one transaction:
 - queued outbox mail is deleted (its content is rendered only when sent);
 - the subscriber row is deleted, and with it the subscriptions.
 
-Not covered here, and worth knowing: a ``suppressed`` ledger event written
-after a hard bounce keeps the SMTP reply in its hashed ``details``; if that
-reply quoted the address, it cannot be removed without breaking the chain
-(campaigns/bounces.py should redact it before writing).
+The hashed ``details`` of ledger events never hold an address: a hard
+bounce's SMTP reply is redacted before it is written (campaigns/bounces.py),
+because nothing hashed can be removed later without breaking the chain.
 """
 
 from __future__ import annotations
