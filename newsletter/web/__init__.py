@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import re
 
-from flask import Flask, render_template, request
+from flask import Flask, make_response, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_babel import get_locale
-from werkzeug.exceptions import HTTPException
+from flask_babel import gettext as _
+from sqlalchemy.exc import InterfaceError, OperationalError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from .headers import add_security_headers
 
@@ -43,10 +45,33 @@ def init_app(app: Flask) -> None:
     app.jinja_env.globals["get_locale"] = get_locale
     app.after_request(add_security_headers)
     app.register_error_handler(HTTPException, _error_page)
+    app.register_error_handler(OperationalError, _database_unavailable)
+    app.register_error_handler(InterfaceError, _database_unavailable)
     for name in ("werkzeug", "gunicorn.access"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
+
+
+def _database_unavailable(exc: Exception) -> ResponseReturnValue:
+    """The database is down or went away mid-request: 503 with Retry-After, never 500.
+
+    The request's transaction is rolled back, so nothing it wrote stays half
+    written; the visitor is told to try again shortly. The pool's pre-ping
+    replaces dead connections once the database is back.
+    """
+    from ..extensions import db
+
+    db.session.rollback()
+    logging.getLogger(__name__).warning(
+        "database unavailable: %s", str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+    )
+    error = ServiceUnavailable(
+        _("The service is briefly unavailable. Please try again in a moment.")
+    )
+    response = make_response(_error_page(error))
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def _error_page(exc: HTTPException) -> ResponseReturnValue:
