@@ -31,6 +31,7 @@ pytest_plugins = [
     "tests.fixtures.mailflow",
     "tests.fixtures.staff",
     "tests.fixtures.browser",
+    "tests.fixtures.private_postgres",
 ]
 
 BACKEND = os.environ.get("NEWSLETTER_TEST_BACKEND", "sqlite")
