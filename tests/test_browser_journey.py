@@ -121,7 +121,8 @@ def test_owner_editor_import_campaign_audit(
     editor_page.goto(f"{base}/admin/campaigns/new")
     editor_page.get_by_label("Subject").fill("Nyt fra Inklusio")
     editor_page.get_by_label("Body (Markdown)").fill("# Hej {{ name }}\n\nLæs mere om os.")
-    preview = editor_page.frame_locator("iframe.mail-preview")
+    # The page swaps in a fresh iframe per preview (hidden until it has loaded).
+    preview = editor_page.frame_locator("iframe.mail-preview:not([hidden])").last
     preview.get_by_role("heading", name=re.compile("Hej")).wait_for(timeout=30_000)
     editor_page.get_by_role("button", name="Save draft").click()
     editor_page.get_by_role("button", name=re.compile("Send a test to me")).click()
