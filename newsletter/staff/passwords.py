@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from functools import cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -11,9 +12,17 @@ MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 256  # argon2 takes any length; a bound keeps requests cheap
 
 _hasher = PasswordHasher()
-# Verified against when the address is unknown, so a login for an unknown
-# address takes as long as one for a known address (no account enumeration).
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@cache
+def _dummy_hash() -> str:
+    """Verified against when the address is unknown, so a login for an unknown
+    address takes as long as one for a known address (no account enumeration).
+
+    Made on first use, not at import: every process imports this module (the
+    worker too), and one argon2 hash costs 64 MiB of memory and ~50 ms.
+    """
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 class WeakPassword(ValueError):
@@ -28,7 +37,7 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """True when ``password`` matches; an unknown account (None) never matches."""
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        return _hasher.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False
 
