@@ -4,7 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite test-postgresql lint install clean
+.PHONY: run test test-sqlite test-postgresql lint install clean translations messages test-tools
+
+# Translations: the catalogues (.po) are in the repo, the compiled .mo files are
+# not; `make run` and `make test` compile them. `make messages` re-extracts every
+# msgid and merges it into the catalogues for translating.
+TRANSLATIONS := newsletter/translations
+CATALOGUES := $(wildcard $(TRANSLATIONS)/*/LC_MESSAGES/messages.po)
+COMPILED := $(CATALOGUES:.po=.mo)
+BABEL_KEYWORDS := -k _l -k lazy_gettext
+
+# Test-only tools from npm (axe-core, the Nu HTML Checker), pinned by package-lock.json.
+TEST_TOOLS := tests/js
+TEST_TOOLS_STAMP := $(TEST_TOOLS)/node_modules/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,24 +26,39 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+$(TRANSLATIONS)/%/LC_MESSAGES/messages.mo: $(TRANSLATIONS)/%/LC_MESSAGES/messages.po $(STAMP)
+	$(BIN)/pybabel compile --statistics -i $< -o $@
+
+translations: $(COMPILED)
+
+messages: $(STAMP)
+	$(BIN)/pybabel extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --omit-header -o messages.pot .
+	$(BIN)/pybabel update --no-fuzzy-matching --ignore-obsolete -i messages.pot -d $(TRANSLATIONS)
+
+$(TEST_TOOLS_STAMP): $(TEST_TOOLS)/package.json $(TEST_TOOLS)/package-lock.json
+	cd $(TEST_TOOLS) && npm ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+test-tools: $(TEST_TOOLS_STAMP)
+
 ## run: a fresh clone to a running app (SQLite in instance/, mails in the dev mailbox)
-run: $(STAMP)
+run: $(STAMP) translations
 	FLASK_DEBUG=1 $(BIN)/newsletter db upgrade
 	FLASK_DEBUG=1 $(BIN)/newsletter list ensure-default
 	$(BIN)/newsletter run
 
 ## test: lint, types, then the whole suite on SQLite and on PostgreSQL
-test: $(STAMP) lint test-sqlite test-postgresql
+test: $(STAMP) translations test-tools lint test-sqlite test-postgresql
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test-sqlite: $(STAMP)
+test-sqlite: $(STAMP) translations test-tools
 	NEWSLETTER_TEST_BACKEND=sqlite $(BIN)/python -m pytest
 
-test-postgresql: $(STAMP)
+test-postgresql: $(STAMP) translations test-tools
 	@$(BIN)/python scripts/postgres_available.py || exit_code=$$?; \
 	if [ "$${exit_code:-0}" = "0" ]; then \
 		NEWSLETTER_TEST_BACKEND=postgresql $(BIN)/python -m pytest; \

@@ -118,6 +118,7 @@ def app_factory(
         config.update(MAIL_SERVER=smtp_server.host, MAIL_PORT=smtp_server.port)
         config.update(overrides)
         app = create_app(config)
+        app.test_client_class = EnglishClient
         request_started.connect(_forget_request_state, app)
         apps.append(app)
         return app
@@ -131,6 +132,21 @@ def app_factory(
         _empty_tables(apps[0])
 
 
+class EnglishClient(FlaskClient):
+    """A test client whose requests say ``Accept-Language: en``.
+
+    Danish is the product's default language, and most tests check English
+    text, as an English-speaking visitor's browser gets it (and signups made
+    through it store English, so their mails are English too). Tests of the
+    language rules send their own header or ``?lang=``, or use a plain
+    ``FlaskClient``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.environ_base.setdefault("HTTP_ACCEPT_LANGUAGE", "en")
+
+
 def _forget_request_state(sender: Flask, **extra: Any) -> None:
     """Start every test request with a clean ``g``.
 
@@ -139,7 +155,9 @@ def _forget_request_state(sender: Flask, **extra: Any) -> None:
     CSRF token into the next (and into other clients). In production every
     request has its own app context.
     """
-    for key in ("_login_user", "csrf_token"):
+    # "_flask_babel" is Flask-Babel's per-request locale cache and "locale" the
+    # subscriber's language a token page sets: both belong to one request only.
+    for key in ("_login_user", "csrf_token", "_flask_babel", "locale"):
         g.pop(key, None)
 
 

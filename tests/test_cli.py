@@ -120,7 +120,7 @@ def test_consent_proof_prints_the_evidence_as_json(
     subscriber = document["subscriber"]
     assert subscriber["email"] == "Proof@example.org"
     assert subscriber["name"] == "Pia Proof"
-    assert subscriber["locale"] == "da"
+    assert subscriber["locale"] == "en"  # signed up from an English page (EnglishClient)
     assert subscriber["created_at"]
     (subscription,) = subscriber["subscriptions"]
     assert subscription["list"] == "nyhedsbrev"

@@ -136,7 +136,8 @@ def test_form_renders_without_a_cookie(client: FlaskClient, default_list: Mailin
     assert response.status_code == 200
     no_cookie(response)
     html = response.get_data(as_text=True)
-    assert '<form method="post" action="/subscribe"' in html
+    # The form carries the page's language, so the answer and the mails come in it.
+    assert '<form method="post" action="/subscribe?lang=en"' in html
     assert re.search(r'<input[^>]*name="email"', html)
     assert re.search(r'<input[^>]*name="website"', html)
     # One list only: it is sent along without a choice to make.

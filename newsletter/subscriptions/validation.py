@@ -40,7 +40,9 @@ def normalise_email(raw: str) -> tuple[str, str]:
     try:
         result = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
-        raise InvalidInput("email", f"This is not a valid e-mail address ({exc}).") from exc
+        # One fixed sentence (not email-validator's English detail), so the signup
+        # page can show it in the visitor's language.
+        raise InvalidInput("email", "This is not a valid e-mail address.") from exc
     return result.normalized, result.normalized.casefold()
 
 

@@ -6,6 +6,7 @@ import logging
 
 from flask import abort, current_app, redirect, render_template, request
 from flask.typing import ResponseReturnValue
+from flask_babel import get_locale
 
 from ..extensions import limiter
 from ..ledger import evidence_from_request
@@ -59,6 +60,9 @@ def subscribe() -> ResponseReturnValue:
                 email=form.email.data or "",
                 name=form.name.data,
                 list_slugs=list(form.list.data or []),
+                # The language of the page the visitor signed up on (the switch's
+                # ?lang=, else Accept-Language): their mails come in it.
+                locale=str(get_locale()),
                 channel=Channel.FORM,
                 evidence=evidence_from_request(request),
             )
