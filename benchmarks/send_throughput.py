@@ -605,16 +605,23 @@ def sample_message(app: Any, campaign_id: int) -> tuple[str, str, bytes, str]:
             .limit(1)
         )
         try:
-            from newsletter.campaigns import delivery
+            from newsletter.campaigns import outcomes, personal, recipients
+            from newsletter.campaigns.claim import Claimed
+            from newsletter.models import Campaign
 
-            recipients = delivery._recipients([first], delivery.DeliveryBatch())
-            content = delivery._content(campaign_id)
+            claim = db.session.execute(
+                select(
+                    Delivery.id, Delivery.campaign_id, Delivery.subscriber_id, Delivery.attempts
+                ).where(Delivery.id == first)
+            ).one()
+            list_id = db.session.get(Campaign, campaign_id).list_id  # type: ignore[union-attr]
+            loaded = recipients.load_recipients(
+                [Claimed(*claim, list_id=list_id)], outcomes.DeliveryBatch()
+            )
+            content = personal.load_content(campaign_id)
             with app.test_request_context("/"):
-                # Since e0b01d8 the links are built once per batch and passed in.
-                links = getattr(delivery, "LinkTemplates", None)
-                extra = (links.build(),) if links is not None else ()
-                mail = delivery._render(recipients[0], content, *extra)
-            how = "newsletter.campaigns.delivery._render (the worker's own path)"
+                mail = personal.render(loaded[0], content, personal.LinkTemplates.build())
+            how = "newsletter.campaigns.personal.render (the worker's own path)"
         except Exception as exc:  # internal API moved: same content, generic builder
             db.session.rollback()
             from newsletter.mail.message import compose_mail
@@ -987,21 +994,21 @@ STAGES = [
     ("scheduled campaigns (start_due_campaigns)", ("start_due_campaigns",)),
     ("send-rate tokens (wait_for_send_tokens)", ("wait_for_send_tokens",)),
     ("claim (claim_deliveries)", ("claim_deliveries",)),
-    ("load + re-check (_recipients)", ("_recipients",)),
-    ("campaign content (_content)", ("_content",)),
-    ("render per recipient (_render)", ("_render",)),
+    ("load + re-check (load_recipients)", ("load_recipients",)),
+    ("campaign content (load_content)", ("load_content",)),
+    ("render per recipient (render)", ("render",)),
     ("  tokens (make_token)", ("make_token",)),
     ("  links (external_url: url_for in a test_request_context)", ("external_url",)),
-    ("  personalise", ("personalise",)),
-    ("  build_message (MIME)", ("build_message",)),
+    ("  fill the encoded bodies (EncodedBody.fill)", ("EncodedBody.fill",)),
+    ("  build_encoded (MIME headers and join)", ("build_encoded",)),
     ("    To: header via the email package (encode_header_value)", ("encode_header_value",)),
-    ("    quoted_printable", ("quoted_printable",)),
     ("  DKIM (sign_message)", ("sign_message",)),
     ("SMTP send (_send)", ("_send",)),
-    ("  smtplib sendmail", ("SMTP.sendmail",)),
+    ("  one mail transaction (send_transaction)", ("send_transaction",)),
     ("    waiting for the server's replies (getreply)", ("SMTP.getreply",)),
-    ("  mark sent (_mark)", ("_mark",)),
-    ("finish campaigns (_finish_campaigns)", ("_finish_campaigns",)),
+    ("    socket writes (SMTP.send)", ("SMTP.send",)),
+    ("  mark sent (mark)", ("mark",)),
+    ("finish campaigns (finish_campaigns)", ("finish_campaigns",)),
     ("progress reporter", ("ProgressReporter.__call__",)),
     ("SQL round trips (SQLAlchemy execute, anywhere)", ("Connection._execute_context",)),
     ("commits (anywhere)", ("Session.commit",)),

@@ -328,3 +328,94 @@ def test_a_partial_dkim_configuration_signs_nothing(
     mails = run_flow(client, subscribe, deliver, smtp_server)
 
     assert all(b"DKIM-Signature" not in r.raw for r in [mails.confirmation, *mails.campaign])
+
+
+# --- the signature is made with cryptography / a cached key, dkimpy builds the header --
+
+
+SAMPLE = (
+    b"From: Nyhedsbrev <news@newsletter.test>\r\nTo: =?utf-8?q?S=C3=B8ren?= <s@example.org>\r\n"
+    b"Subject: Nyt\r\nDate: Mon, 02 Mar 2026 10:00:00 +0000\r\nMessage-ID: <1@newsletter.test>\r\n"
+    b"List-Id: Nyhedsbrev <nyhedsbrev.newsletter.test>\r\n"
+    b"List-Unsubscribe: <https://newsletter.test/unsubscribe/abc>\r\n"
+    b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+    b"X-Folded: one\r\n two\r\n\r\n" + b"Body line =C3=A6\r\n" * 50 + b"\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("algorithm", ["rsa", "ed25519"])
+@pytest.mark.parametrize(
+    "message",
+    [SAMPLE, SAMPLE.replace(b"\r\n", b"\n"), SAMPLE.split(b"\r\n\r\n")[0], b"\r\n" + SAMPLE],
+    ids=["crlf", "lf", "headers-only", "leading-blank-line"],
+)
+def test_the_signature_header_is_byte_for_byte_what_dkimpy_makes(
+    keys: dict[str, Key], algorithm: str, message: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RSASSA-PKCS1-v1_5 and Ed25519 are deterministic: with the clock fixed, the
+    header made with cryptography's RSA (or a cached PyNaCl key) equals dkim.sign's."""
+    from newsletter.mail import dkim as signing
+
+    monkeypatch.setattr("time.time", lambda: 1772445600.25)
+    key = keys[algorithm].private.encode()
+    name = b"rsa-sha256" if algorithm == "rsa" else b"ed25519-sha256"
+    signer = signing.digest_signer(name, key)
+    assert signer is not None
+
+    ours = signing.signature_header(message, b"sel", DOMAIN.encode(), name, signer)
+
+    expected = dkim.sign(
+        message,
+        b"sel",
+        DOMAIN.encode(),
+        key,
+        include_headers=signing.INCLUDE_HEADERS,
+        signature_algorithm=name,
+        linesep=b"\r\n",
+    )
+    assert ours == expected
+    assert signing.parse_message(message) == dkim.rfc822_parse(message)
+
+
+def test_an_rsa_signature_made_with_cryptography_verifies_with_dkimpy(
+    keys: dict[str, Key], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dkimpy's pure-Python RSA is not used at all (it would raise here)."""
+    from newsletter.mail import dkim as signing
+
+    def no_pure_python_rsa(*args: Any) -> bytes:
+        raise AssertionError("dkimpy's RSA was used")
+
+    monkeypatch.setattr(dkim, "RSASSA_PKCS1_v1_5_sign", no_pure_python_rsa)
+    signer = signing.digest_signer(b"rsa-sha256", keys["rsa"].private.encode())
+    assert signer is not None
+
+    header = signing.signature_header(
+        SAMPLE, SELECTOR.encode(), DOMAIN.encode(), b"rsa-sha256", signer
+    )
+
+    dns = dns_for(keys["rsa"])
+    assert dkim.verify(header + SAMPLE, dnsfunc=dns)
+    assert not dkim.verify(header + SAMPLE.replace(b"Nyt", b"Old"), dnsfunc=dns)
+
+
+@pytest.mark.parametrize("dkim_setup", ["rsa"], indirect=True)
+def test_a_key_only_dkimpy_reads_is_signed_by_dkimpy(
+    client: FlaskClient,
+    default_list: MailingList,
+    subscribe: Callable[..., EmailMessage],
+    deliver: Deliver,
+    smtp_server: SMTPServer,
+    dkim_setup: Setup,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should cryptography refuse a key, signing falls back to dkim.sign as before."""
+    from newsletter.mail import dkim as signing
+
+    assert dkim_setup.key is not None
+    monkeypatch.setattr(signing, "digest_signer", lambda algorithm, key: None)
+
+    mails = run_flow(client, subscribe, deliver, smtp_server)
+
+    for received in [mails.confirmation, *mails.campaign]:
+        assert dkim.verify(received.raw, dnsfunc=dns_for(dkim_setup.key))

@@ -127,3 +127,36 @@ def test_bodies_over_the_limit_are_refused(client, app, path: str) -> None:
             path, data=f'{{"email": "{too_big}"}}', content_type="application/json"
         )
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "=?utf-8?q?=0D=0ABcc:_victim@example.org?=",
+        'Ærlig "Citat" <x@example.org>, Bcc: victim@example.org',
+    ],
+)
+def test_campaign_mail_to_a_hostile_name_has_no_injected_header(
+    default_list, subscribed, deliver, smtp_server, name: str
+) -> None:
+    """The campaign send path builds its own MIME: a display name still stays one header."""
+    from newsletter.campaigns.service import create_campaign, start_campaign
+
+    subscribed("target@example.org", name=name)
+    campaign = create_campaign(default_list.slug, "Hostile", "Hej {{ name }}")
+    start_campaign(campaign.id)
+    deliver()
+    [received] = [r for r in smtp_server.recorder.received if r.message["Subject"] == "Hostile"]
+    assert received.rcpt_tos == ["target@example.org"]
+    head = received.raw.split(b"\r\n\r\n", 1)[0].replace(b"\r\n", b"\n")
+    names = {
+        line.split(b":", 1)[0].decode().lower()
+        for line in head.split(b"\n")
+        if line[:1] not in (b" ", b"\t")
+    }
+    assert names <= ALLOWED_HEADERS
+    assert head.count(b"\nTo:") + head.startswith(b"To:") == 1
+    # No parser may find a line break in the To header's display name either.
+    to = received.message["To"]
+    assert "\n" not in str(to)
+    assert "\r" not in str(to)

@@ -23,6 +23,7 @@ from sqlalchemy import delete, func, select, update
 from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
+from newsletter.mail import transport
 from newsletter.mail.worker import claim_batch, run_worker
 from newsletter.models import (
     MailingList,
@@ -886,16 +887,16 @@ def test_an_unexpected_send_error_retries_that_mail_and_the_rest_still_go(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app.config["OUTBOX_RETRY_BASE_SECONDS"] = 60
-    real_sendmail = smtplib.SMTP.sendmail
+    real_send = transport.send_transaction
 
-    def sendmail(
-        self: smtplib.SMTP, sender: str, recipients: list[str], *args: Any, **kwargs: Any
+    def send_transaction(
+        host: smtplib.SMTP, sender: str, recipient: str, *args: Any, **kwargs: Any
     ) -> Any:
-        if "poison@example.org" in recipients:
+        if recipient == "poison@example.org":
             raise RuntimeError("boom")
-        return real_sendmail(self, sender, recipients, *args, **kwargs)
+        return real_send(host, sender, recipient, *args, **kwargs)
 
-    monkeypatch.setattr(smtplib.SMTP, "sendmail", sendmail)
+    monkeypatch.setattr(transport, "send_transaction", send_transaction)
     for email in ("one@example.org", "poison@example.org", "two@example.org", "three@example.org"):
         queue_signup(post_form, email)
 

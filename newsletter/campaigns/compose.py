@@ -25,7 +25,7 @@ UNSUBSCRIBE_URL = "NLPH7f3aUNSUBSCRIBE"
 MANAGE_URL = "NLPH7f3aMANAGE"
 # What an author writes in the Markdown to greet each recipient by name.
 NAME_TAG = re.compile(r"\{\{\s*name\s*\}\}")
-_PLACEHOLDER = re.compile(f"{NAME}|{UNSUBSCRIBE_URL}|{MANAGE_URL}")
+_PLACEHOLDER = re.compile(f"({NAME}|{UNSUBSCRIBE_URL}|{MANAGE_URL})")
 
 ALLOWED_TAGS = {
     "a", "p", "br", "hr", "h1", "h2", "h3", "h4", "strong", "em", "b", "i", "u", "s",
@@ -110,3 +110,13 @@ def personalise(
         values = {key: html.escape(value) for key, value in values.items()}
     # One pass: a name that happens to contain a placeholder stays as written.
     return _PLACEHOLDER.sub(lambda match: values[match.group()], template)
+
+
+def split_template(template: str) -> tuple[list[str], list[str]]:
+    """A rendered template as its static parts and the placeholders between them.
+
+    ``parts[0] + value(slots[0]) + parts[1] + ...`` is what :func:`personalise`
+    returns; the send loop encodes the parts once per campaign instead.
+    """
+    pieces = _PLACEHOLDER.split(template)  # static, slot, static, ..., static
+    return pieces[0::2], pieces[1::2]

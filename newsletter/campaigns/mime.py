@@ -18,6 +18,8 @@ from email.headerregistry import Address
 from email.policy import SMTP
 from email.utils import formataddr, formatdate
 
+from ..mail.message import safe_display_name
+
 CRLF = b"\r\n"
 MAX_HEADER_LINE = 998
 
@@ -75,8 +77,30 @@ def build_message(
     html: str,
 ) -> bytes:
     """The complete message for one recipient, CRLF line ends, ready for DATA."""
+    return build_encoded(
+        envelope,
+        to_address=to_address,
+        to_name=to_name,
+        unsubscribe_url=unsubscribe_url,
+        text=quoted_printable(text),
+        html=quoted_printable(html),
+    )
+
+
+def build_encoded(
+    envelope: CampaignEnvelope,
+    *,
+    to_address: str,
+    to_name: str,
+    unsubscribe_url: str,
+    text: bytes,
+    html: bytes,
+) -> bytes:
+    """:func:`build_message` with both bodies already quoted-printable (CRLF)."""
     boundary = "nl-" + secrets.token_hex(12)
-    name = " ".join(to_name.split())  # no line break can reach the header
+    # No line break can reach the header, and no encoded word a parser would
+    # decode into one (see mail.message.safe_display_name).
+    name = safe_display_name(" ".join(to_name.split()))
     if to_address.isascii():
         # formataddr quotes or RFC 2047-encodes the name as needed, at a fraction
         # of the header registry's cost (that was 17 % of a worker's time).
@@ -109,12 +133,73 @@ def build_message(
             delimiter,
             part_headers % b"plain",
             b"",
-            quoted_printable(text),
+            text,
             delimiter,
             part_headers % b"html",
             b"",
-            quoted_printable(html),
+            html,
             delimiter + b"--",
             b"",
         ]
     )
+
+
+SOFT_BREAK = b"=" + CRLF
+MAX_QP_LINE = 76  # RFC 2045, not counting the CRLF
+EQUALS = ord("=")
+
+
+@dataclass(frozen=True)
+class EncodedBody:
+    """A body template, quoted-printable-encoded once per campaign, with slots.
+
+    The template's line ends must be normalised already, and the values must
+    be single-line (names have no control characters; URLs none): a CR at
+    the end of one piece and an LF at the start of the next would otherwise be
+    read as two line ends instead of one.
+
+    Quoted-printable was 55.9 of the 63.6 µs that building a message took, for
+    the same 10 KB in every mail. Here only the personal values are encoded per
+    recipient, each on lines of its own between soft line breaks ("=" CRLF),
+    which decode to nothing: the decoded body is exactly the template with the
+    values filled in, and no join makes a line longer than 76 characters.
+    """
+
+    parts: tuple[bytes, ...]  # encoded static parts, each ending where a value may start
+    slots: tuple[str, ...]  # the placeholder between parts[i] and parts[i + 1]
+
+    @classmethod
+    def encode(cls, parts: list[str], slots: list[str]) -> EncodedBody:
+        """Encode the static parts of a template split at its placeholders."""
+        # Each part but the last is followed by a value on a line of its own.
+        encoded = [continued(quoted_printable(part)) for part in parts[:-1]]
+        return cls((*encoded, quoted_printable(parts[-1])), tuple(slots))
+
+    def fill(self, values: dict[str, str]) -> bytes:
+        """The encoded body with each slot's value (encoded here) filled in."""
+        encoded = {slot: continued(quoted_printable(values[slot])) for slot in set(self.slots)}
+        out = [self.parts[0]]
+        for slot, part in zip(self.slots, self.parts[1:], strict=True):
+            out += (encoded[slot], part)
+        return b"".join(out)
+
+
+def continued(chunk: bytes) -> bytes:
+    """Encoded text followed by a soft line break, unless it is empty or ends a line.
+
+    ``b2a_qp`` lets the last line of its output reach 76 characters, and the
+    "=" would make it 77: such a line is split once more, never inside an
+    "=XX" escape.
+    """
+    if not chunk or chunk.endswith(CRLF):
+        return chunk
+    start = chunk.rfind(CRLF)
+    start = 0 if start < 0 else start + 2
+    if len(chunk) - start < MAX_QP_LINE:
+        return chunk + SOFT_BREAK
+    cut = start + MAX_QP_LINE - 1
+    if chunk[cut - 1] == EQUALS:
+        cut -= 1
+    elif chunk[cut - 2] == EQUALS:
+        cut -= 2
+    return chunk[:cut] + SOFT_BREAK + chunk[cut:] + SOFT_BREAK

@@ -16,6 +16,7 @@ from flask_mail import Connection
 
 from ..models import utcnow
 from .message import OutgoingMail
+from .transaction import send_transaction
 
 
 class Transport(Protocol):
@@ -112,7 +113,7 @@ class SMTPTransport:
                 )
             options = ["SMTPUTF8"]
         try:
-            host.sendmail(mail.sender, [mail.recipient], mail.data, mail_options=options)
+            send_transaction(host, mail.sender, mail.recipient, mail.data, options)
         except (OSError, smtplib.SMTPException) as exc:
             self._reset()
             raise classify(exc) from exc

@@ -1,0 +1,105 @@
+"""Recording what happened to deliveries: sent or skipped, failed, retried later."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from flask import current_app
+from sqlalchemy import update
+
+from ..extensions import db
+from ..mail.retry import next_attempt
+from ..mail.transport import PermanentFailure, ServerUnavailable
+from ..models import utcnow
+from ..models.campaigns import Delivery, DeliveryStatus
+from .bounces import suppress_after_bounce
+from .claim import among
+
+
+@dataclass
+class DeliveryBatch:
+    """Outcome counts of one batch, and the campaigns it touched."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+    campaigns: set[int] = field(default_factory=set)
+
+    @property
+    def handled(self) -> int:
+        """Rows taken care of."""
+        return self.sent + self.retried + self.failed + self.skipped
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the send loop needs of one delivery."""
+
+    delivery_id: int
+    campaign_id: int
+    email: str
+    name: str
+    token_key: str
+    list_id: int
+    attempts: int
+
+
+def mark(ids: list[int], status: DeliveryStatus) -> None:
+    """Set the final status of many rows in one UPDATE (sent also stamps sent_at)."""
+    values: dict[str, object] = {"status": status, "lease_until": None}
+    if status == DeliveryStatus.SENT:
+        values["sent_at"] = utcnow()
+    db.session.execute(
+        update(Delivery)
+        .where(among(Delivery.id, ids))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
+def fail(recipient: Recipient, failure: PermanentFailure) -> None:
+    """A permanent refusal: the delivery fails; a hard bounce also suppresses the
+    address, in the same transaction, so a crash cannot keep one without the other."""
+    error = str(failure)
+    db.session.execute(
+        update(Delivery)
+        .where(Delivery.id == recipient.delivery_id)
+        .values(status=DeliveryStatus.FAILED, lease_until=None, last_error=error[:300])
+    )
+    if failure.hard_bounce:
+        suppress_after_bounce(recipient.email, error)  # commits
+    else:
+        db.session.commit()
+
+
+def is_outage(exc: BaseException) -> bool:
+    """The server is unavailable to us: says nothing about the recipient."""
+    return isinstance(exc, ServerUnavailable)
+
+
+def retry(items: list[tuple[Recipient, str]], *, outage: bool = False) -> None:
+    """Schedule another attempt per mail.retry (an outage never fails a delivery)."""
+    config = current_app.config
+    for recipient, error in items:
+        attempts = recipient.attempts + 1
+        values: dict[str, object] = {
+            "attempts": attempts,
+            "lease_until": None,
+            "last_error": error[:300],
+        }
+        when = next_attempt(
+            attempts,
+            base_seconds=config["DELIVERY_RETRY_BASE_SECONDS"],
+            max_attempts=config["DELIVERY_MAX_ATTEMPTS"],
+            outage=outage,
+        )
+        if when is None:
+            values["status"] = DeliveryStatus.FAILED
+        else:
+            values["next_attempt_at"] = when
+        db.session.execute(
+            update(Delivery).where(Delivery.id == recipient.delivery_id).values(**values)
+        )
+    db.session.commit()

@@ -1,0 +1,100 @@
+"""Loading a claimed batch, with consent and suppression checked again.
+
+The check is made at claim time, not when the campaign started: someone who
+unsubscribed, bounced or was erased since then is skipped, and counted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Row, select
+
+from ..extensions import db
+from ..ledger.keys import email_digest
+from ..models import Subscriber, Subscription, SubscriptionStatus
+from ..models.campaigns import DeliveryStatus, Suppression
+from .claim import Claimed, among
+from .outcomes import DeliveryBatch, Recipient, mark
+
+
+def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Recipient]:
+    """The batch's recipients, skipping anyone no longer active or now suppressed.
+
+    The deliveries themselves came back from the claim; here one query per
+    list reads the subscribers with their current subscription status, and one
+    reads the suppressions.
+    """
+    people: dict[tuple[int, int], Row[Any]] = {}
+    for list_id in {row.list_id for row in claimed}:
+        ids = {
+            row.subscriber_id
+            for row in claimed
+            if row.list_id == list_id and row.subscriber_id is not None
+        }
+        people.update(((list_id, row.id), row) for row in _subscribers(list_id, ids))
+    digests = {row.email_key: email_digest(row.email_key) for row in people.values()}
+    suppressed = (
+        set(
+            db.session.scalars(
+                select(Suppression.email_digest).where(
+                    among(Suppression.email_digest, list(digests.values()))
+                )
+            )
+        )
+        if digests
+        else set()
+    )
+    recipients, skip = [], []
+    for claim in claimed:
+        batch.campaigns.add(claim.campaign_id)
+        person = people.get((claim.list_id, claim.subscriber_id or 0))
+        if (
+            person is None  # erased since the start
+            or person.status != SubscriptionStatus.ACTIVE
+            or digests[person.email_key] in suppressed
+        ):
+            skip.append(claim.id)
+            continue
+        recipients.append(
+            Recipient(
+                claim.id,
+                claim.campaign_id,
+                person.email,
+                person.name or "",
+                person.token_key,
+                claim.list_id,
+                claim.attempts,
+            )
+        )
+    if skip:
+        mark(skip, DeliveryStatus.SKIPPED)
+        batch.skipped += len(skip)
+    return recipients
+
+
+def _subscribers(list_id: int, ids: set[int]) -> list[Row[Any]]:
+    """Subscribers by id, each with the status of their subscription to the list.
+
+    The status is a correlated subquery, not a join: PostgreSQL planned the
+    join as a hash join over a full scan of subscriptions (every row of a big
+    list matches ``list_id``), 16 ms for 500 people, where one probe of the
+    (subscriber_id, list_id) index per person takes 1 ms in all.
+    """
+    status = (
+        select(Subscription.status)
+        .where(Subscription.subscriber_id == Subscriber.id, Subscription.list_id == list_id)
+        .scalar_subquery()
+    )
+    return list(
+        db.session.execute(
+            select(
+                Subscriber.id,
+                Subscriber.email,
+                Subscriber.email_key,
+                Subscriber.name,
+                Subscriber.token_key,
+                status.label("status"),
+            ).where(among(Subscriber.id, ids))
+        )
+    )
