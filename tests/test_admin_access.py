@@ -131,6 +131,7 @@ TABLE = [
     Route("admin.campaign_resume", "POST", "/admin/campaigns/{campaign}/resume", Role.EDITOR, 302),
     Route("admin.campaign_cancel", "POST", "/admin/campaigns/{campaign}/cancel", Role.EDITOR, 302),
 ]
+PREVIEW_ENDPOINTS = {"admin.campaign_preview", "admin.campaign_preview_draft"}
 # Reachable without login by design (the login steps) and logout; tested in test_admin_auth.
 OUTSIDE_TABLE = {"admin.login", "admin.login_code", "admin.logout", "admin.static"}
 
@@ -198,4 +199,28 @@ def test_each_role_gets_what_the_table_says(
         want = expected(route, role)
         if response.status_code != want:
             failures.append(f"{route.method} {path}: {response.status_code}, expected {want}")
+        failures += [f"{route.method} {path}: {p}" for p in header_problems(route, response)]
     assert failures == []
+
+
+def header_problems(route: Route, response) -> list[str]:
+    """Security headers every console response must carry (issue 7 §2)."""
+    headers = response.headers
+    csp = headers.get("Content-Security-Policy", "")
+    problems = []
+    if "script-src 'self'" not in csp and "default-src 'none'" not in csp:
+        problems.append(f"CSP allows scripts from elsewhere: {csp!r}")
+    # The campaign preview is the one framed document: the mail as recipients see
+    # it, with its inlined CSS, in a sandbox that runs no script (see architecture.md).
+    framed = "sandbox" in csp
+    if framed and route.endpoint not in PREVIEW_ENDPOINTS:
+        problems.append("only the campaign preview is a framed document")
+    if "unsafe-inline" in csp and not framed:
+        problems.append("CSP has 'unsafe-inline'")
+    if ("frame-ancestors 'self'" if framed else "frame-ancestors 'none'") not in csp:
+        problems.append(f"framing not restricted: {csp!r}")
+    if headers.get("X-Content-Type-Options") != "nosniff":
+        problems.append("no X-Content-Type-Options: nosniff")
+    if headers.get("Referrer-Policy") not in ("same-origin", "no-referrer"):
+        problems.append(f"Referrer-Policy {headers.get('Referrer-Policy')!r}")
+    return problems
