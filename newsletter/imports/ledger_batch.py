@@ -16,13 +16,10 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import select
-
-from ..extensions import db
 from ..ledger import chain
-from ..ledger.chain import GENESIS_HASH, row_hash
+from ..ledger.chain import lock_head, row_hash
 from ..ledger.keys import email_digest, ledger_keys, personal_digest
-from ..models import ConsentEvent, LedgerHead
+from ..models import ConsentEvent
 from .bulk import bulk_insert
 
 # Every column but the key, so that a column added later is never missed.
@@ -77,12 +74,7 @@ def append_events(events: list[ConsentEvent]) -> None:
         return
     key = ledger_keys()[0]
     policy_id = _policy_in_force(events[0].occurred_at)
-    head = db.session.execute(
-        select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        head = LedgerHead(id=1, seq=0, row_hash=GENESIS_HASH)
-        db.session.add(head)
+    head = lock_head()
     seq, previous = head.seq, head.row_hash
     for row in events:
         seq += 1

@@ -34,12 +34,7 @@ def append_event(
     already holds its write lock from ``BEGIN IMMEDIATE``), so concurrent
     appends take turns and each sees its true predecessor.
     """
-    head = db.session.execute(
-        select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        head = LedgerHead(id=1, seq=0, row_hash=GENESIS_HASH)
-        db.session.add(head)
+    head = lock_head()
 
     personal = {
         "email": subscriber.email,
@@ -82,6 +77,18 @@ def policy_in_force_id(row_date: date) -> int | None:
         .order_by(PolicyVersion.effective_on.desc(), PolicyVersion.version.desc())
         .limit(1)
     )
+
+
+def lock_head() -> LedgerHead:
+    """The ledger head row, locked until the transaction ends: every append
+    (one event or a batch) holds it, so the chain stays strictly serial."""
+    head = db.session.execute(
+        select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
+    ).scalar_one_or_none()
+    if head is None:
+        head = LedgerHead(id=1, seq=0, row_hash=GENESIS_HASH)
+        db.session.add(head)
+    return head
 
 
 def row_hash(row: ConsentEvent, key: bytes | None = None) -> str:
