@@ -10,7 +10,10 @@ import os
 bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # Requests are short and mostly wait on PostgreSQL: (2 x cores) + 1 sync workers.
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
-worker_class = "sync"
+# "gthread" with a few threads lets a worker overlap requests that wait on
+# PostgreSQL; "sync" is one request at a time.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+threads = int(os.environ.get("GUNICORN_THREADS", 1))
 # Nothing the app does in a request takes long (mail goes through the outbox);
 # a request still running after 30 s is stuck and its worker is replaced.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", 30))

@@ -35,7 +35,7 @@ from newsletter.models import (
     SubscriptionStatus,
     utcnow,
 )
-from newsletter.subscriptions import service
+from newsletter.subscriptions import lifecycle
 from newsletter.subscriptions.lists import DEFAULT_CONSENT_TEXT, create_list
 from newsletter.tokens import Purpose, make_token
 
@@ -170,14 +170,14 @@ def test_the_outbox_row_commits_or_rolls_back_with_the_signup(
     smtp_server: SMTPServer,
 ) -> None:
     """A crash after the mail was queued but before the commit leaves neither behind."""
-    real_enqueue = service.enqueue
+    real_enqueue = lifecycle.enqueue
 
     def enqueue_then_crash(*args: Any, **kwargs: Any) -> OutboxMessage:
         real_enqueue(*args, **kwargs)
         db.session.flush()  # the row is written ...
         raise RuntimeError("crash before commit")  # ... but the transaction never commits
 
-    monkeypatch.setattr(service, "enqueue", enqueue_then_crash)
+    monkeypatch.setattr(lifecycle, "enqueue", enqueue_then_crash)
     with pytest.raises(RuntimeError, match="crash before commit"):
         client.post(
             "/subscribe",

@@ -32,17 +32,25 @@ def append_event(
 
     The ledger head row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite
     already holds its write lock from ``BEGIN IMMEDIATE``), so concurrent
-    appends take turns and each sees its true predecessor.
+    appends take turns and each sees its true predecessor. Everything that
+    need not be under the lock (the policy look-up, the digests) is done
+    before it; the clock is still read after it, so ``seq`` order is time order.
     """
-    head = lock_head()
-
+    day = utcnow().date()
+    policy_id = policy_in_force_id(day)
+    email_key_digest = email_digest(subscriber.email_key)
     personal = {
         "email": subscriber.email,
         "ip": evidence.ip,
         "user_agent": evidence.user_agent,
         "source_url": evidence.source_url,
     }
+    personal_hash = personal_digest(personal)
+    head = lock_head()
+
     now = utcnow()
+    if now.date() != day:  # midnight passed while waiting for the lock
+        policy_id = policy_in_force_id(now.date())
     row = ConsentEvent(
         seq=head.seq + 1,
         occurred_at=now,
@@ -51,10 +59,10 @@ def append_event(
         subscriber_id=subscriber.id,
         list_id=list_id,
         consent_text_id=consent_text_id,
-        policy_version_id=policy_in_force_id(now.date()),
-        email_digest=email_digest(subscriber.email_key),
+        policy_version_id=policy_id,
+        email_digest=email_key_digest,
         details=details or {},
-        personal_digest=personal_digest(personal),
+        personal_digest=personal_hash,
         prev_hash=head.row_hash,
         **personal,
     )

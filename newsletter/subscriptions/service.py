@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import delete, select
@@ -24,10 +23,9 @@ from ..models import (
     utcnow,
 )
 from ..tokens import TokenPayload
-from .lists import current_consent_text, open_lists, resolve_lists
+from .lifecycle import ACTIVE_OR_PENDING, append_all, maybe_send_confirmation, request_lists
+from .lists import open_lists, resolve_lists
 from .validation import clean_locale, clean_name, clean_slugs, normalise_email
-
-ACTIVE_OR_PENDING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
 
 
 class UnknownSubscriber(LookupError):
@@ -60,86 +58,53 @@ def request_subscription(request: SignupRequest) -> None:
     name = clean_name(request.name)
     slugs = clean_slugs(request.list_slugs, request.lists_field)
     locale = clean_locale(request.locale, current_app.config["LANGUAGES"])
-    lists = resolve_lists(slugs, request.lists_field)
-
-    subscriber = _get_or_create_subscriber(email, email_key, name, locale)
-    _request_lists(subscriber, lists, request.channel, request.evidence)
-    _maybe_send_confirmation(subscriber, respect_window=True)
+    for _attempt in range(2):
+        lists = resolve_lists(slugs, request.lists_field)
+        subscriber = _get_or_create_subscriber(email, email_key, name, locale)
+        if subscriber is not None:
+            break
+    else:
+        raise RuntimeError("could not create or find the subscriber")
+    events = request_lists(subscriber, lists, request.channel, request.evidence)
+    maybe_send_confirmation(subscriber, respect_window=True)
+    # The ledger head lock serialises every append, so it is taken last: the
+    # subscriber, subscription and outbox writes are flushed before it, and
+    # the lock is held only for the event insert, the head update and COMMIT.
+    append_all(events)
     db.session.commit()
 
 
 def _get_or_create_subscriber(
     email: str, email_key: str, name: str, locale: str | None
-) -> Subscriber:
-    """Find the subscriber by address key, creating them if new.
+) -> Subscriber | None:
+    """Find the subscriber by address key (row locked), creating them if new.
 
-    Name and language are taken only from the first signup: an unauthenticated
-    form must not overwrite what a confirmed subscriber chose.
+    The row lock makes two signups of one address take turns, so they cannot
+    both decide that a confirmation mail is due. When another request creates
+    the same address at the same moment, the transaction (which has written
+    nothing yet) is rolled back and None returned: the caller tries again and
+    finds their row. Name and language are taken only from the first signup:
+    an unauthenticated form must not overwrite what a confirmed subscriber chose.
     """
-    for _attempt in range(2):
-        subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email_key == email_key))
-        if subscriber is not None:
-            return subscriber
-        subscriber = Subscriber(
-            email=email,
-            email_key=email_key,
-            name=name,
-            locale=locale or current_app.config["BABEL_DEFAULT_LOCALE"],
-        )
-        try:
-            with db.session.begin_nested():
-                db.session.add(subscriber)
-        except IntegrityError:
-            # Another request created the same address at the same moment: use theirs.
-            continue
-        return subscriber
-    raise RuntimeError("could not create or find the subscriber")
-
-
-def _request_lists(
-    subscriber: Subscriber, lists: Iterable[MailingList], channel: Channel, evidence: Evidence
-) -> None:
-    """Make each list pending unless already active, and log the request."""
-    existing = {s.list_id: s for s in subscriber.subscriptions}
-    now = utcnow()
-    for mailing_list in lists:
-        subscription = existing.get(mailing_list.id)
-        if subscription is not None and subscription.status == SubscriptionStatus.ACTIVE:
-            continue
-        text = current_consent_text(mailing_list.id)
-        if subscription is None:
-            subscription = Subscription(list_id=mailing_list.id, mailing_list=mailing_list)
-            subscriber.subscriptions.append(subscription)
-        subscription.status = SubscriptionStatus.PENDING
-        subscription.consent_text_id = text.id
-        subscription.requested_at = now
-        subscription.unsubscribed_at = None
-        db.session.flush()
-        append_event(
-            event=ConsentEventType.REQUESTED,
-            channel=channel,
-            subscriber=subscriber,
-            evidence=evidence,
-            list_id=mailing_list.id,
-            consent_text_id=text.id,
-        )
-
-
-def _maybe_send_confirmation(subscriber: Subscriber, *, respect_window: bool) -> bool:
-    """Queue one confirmation mail covering every pending list, if allowed now."""
-    pending = sorted(
-        s.list_id for s in subscriber.subscriptions if s.status == SubscriptionStatus.PENDING
+    subscriber = db.session.scalar(
+        select(Subscriber).where(Subscriber.email_key == email_key).with_for_update()
     )
-    if not pending:
-        return False
-    now = utcnow()
-    window = timedelta(seconds=current_app.config["CONFIRM_RESEND_WINDOW"])
-    last = subscriber.last_confirmation_sent_at
-    if respect_window and last is not None and now - last < window:
-        return False
-    subscriber.last_confirmation_sent_at = now
-    enqueue(OutboxKind.CONFIRM, subscriber, lists=pending)
-    return True
+    if subscriber is not None:
+        return subscriber
+    subscriber = Subscriber(
+        email=email,
+        email_key=email_key,
+        name=name,
+        locale=locale or current_app.config["BABEL_DEFAULT_LOCALE"],
+        subscriptions=[],  # new: no lazy load of an empty collection
+    )
+    db.session.add(subscriber)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return None
+    return subscriber
 
 
 def subscriber_for(payload: TokenPayload) -> Subscriber:
@@ -205,7 +170,7 @@ def _lift_suppression(subscriber: Subscriber) -> None:
 def resend_confirmation(payload: TokenPayload) -> None:
     """Queue a fresh confirmation mail for an expired link (within the window)."""
     subscriber = subscriber_for(payload)
-    _maybe_send_confirmation(subscriber, respect_window=True)
+    maybe_send_confirmation(subscriber, respect_window=True)
     db.session.commit()
 
 
@@ -283,9 +248,9 @@ def update_preferences(
     ]
     to_leave = [s for i, s in by_list.items() if i not in wanted_list_ids]
     withdrawn = _withdraw(subscriber, to_leave, Channel.MANAGE_PAGE, evidence)
-    _request_lists(subscriber, to_join, Channel.MANAGE_PAGE, evidence)
+    append_all(request_lists(subscriber, to_join, Channel.MANAGE_PAGE, evidence))
     if to_join:
-        _maybe_send_confirmation(subscriber, respect_window=False)
+        maybe_send_confirmation(subscriber, respect_window=False)
 
     locale_changed = locale is not None and locale != subscriber.locale
     if locale_changed:

@@ -1,0 +1,88 @@
+"""Signups of one address at the same moment, from several threads.
+
+Each thread has its own app context, so its own session and connection. On
+PostgreSQL the unique address key and the subscriber row lock make them take
+turns; on SQLite the single writer (BEGIN IMMEDIATE) does. Either way there is
+one subscriber, one confirmation mail per resend window, and an intact chain.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from newsletter.extensions import db
+from newsletter.ledger import Evidence, verify_chain
+from newsletter.models import (
+    Channel,
+    ConsentEvent,
+    MailingList,
+    OutboxMessage,
+    Subscriber,
+    utcnow,
+)
+from newsletter.subscriptions.service import SignupRequest, request_subscription
+
+THREADS = 6
+
+
+def _sign_up_at_once(app: Flask, email: str) -> None:
+    db.session.commit()  # hold no transaction (and no SQLite lock) while the threads run
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(THREADS)
+
+    def work(number: int) -> None:
+        try:
+            with app.app_context():
+                barrier.wait(timeout=30)
+                request_subscription(
+                    SignupRequest(
+                        email=email,
+                        channel=Channel.API,
+                        evidence=Evidence(ip="192.0.2.0/24", user_agent=f"thread {number}"),
+                    )
+                )
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(t.is_alive() for t in threads), "a signup thread hung"
+    assert errors == []
+
+
+def _count(model: type) -> int:
+    return int(db.session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_new_address_at_once_gives_one_subscriber_and_one_mail(
+    app: Flask, default_list: MailingList
+) -> None:
+    _sign_up_at_once(app, "same@example.org")
+    assert _count(Subscriber) == 1
+    assert _count(OutboxMessage) == 1
+    assert _count(ConsentEvent) == THREADS  # every request is logged
+    assert verify_chain().ok
+
+
+def test_known_address_past_the_window_gets_one_new_mail(
+    app: Flask, default_list: MailingList
+) -> None:
+    request_subscription(
+        SignupRequest(email="again@example.org", channel=Channel.API, evidence=Evidence())
+    )
+    subscriber = db.session.scalars(select(Subscriber)).one()
+    window = app.config["CONFIRM_RESEND_WINDOW"]
+    subscriber.last_confirmation_sent_at = utcnow() - timedelta(seconds=window + 60)
+    db.session.commit()
+
+    _sign_up_at_once(app, "again@example.org")
+    assert _count(Subscriber) == 1
+    assert _count(OutboxMessage) == 2  # the first mail and exactly one resend
+    assert verify_chain().ok
