@@ -35,7 +35,7 @@ from newsletter.models import (
     SubscriptionStatus,
     utcnow,
 )
-from newsletter.subscriptions import lifecycle
+from newsletter.subscriptions import lifecycle, service
 from newsletter.subscriptions.lists import DEFAULT_CONSENT_TEXT, create_list
 from newsletter.tokens import Purpose, make_token
 
@@ -177,7 +177,8 @@ def test_the_outbox_row_commits_or_rolls_back_with_the_signup(
         db.session.flush()  # the row is written ...
         raise RuntimeError("crash before commit")  # ... but the transaction never commits
 
-    monkeypatch.setattr(lifecycle, "enqueue", enqueue_then_crash)
+    monkeypatch.setattr(lifecycle, "enqueue", enqueue_then_crash)  # a known address
+    monkeypatch.setattr(service, "enqueue", enqueue_then_crash)  # a new address
     with pytest.raises(RuntimeError, match="crash before commit"):
         client.post(
             "/subscribe",

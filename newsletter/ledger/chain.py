@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from ..extensions import db
 from ..models import ConsentEvent, LedgerHead, PolicyVersion, Subscriber, utcnow
@@ -27,8 +27,13 @@ def append_event(
     list_id: int | None = None,
     consent_text_id: int | None = None,
     details: dict[str, Any] | None = None,
+    policy: PolicyInForce | None = None,
 ) -> ConsentEvent:
     """Append one event inside the caller's transaction.
+
+    ``policy`` is the privacy-policy version in force as the caller already
+    looked it up (``policy_in_force_query`` in its own query); without it, or
+    when the day has changed since, it is looked up here.
 
     The ledger head row is locked first (``FOR UPDATE`` on PostgreSQL; SQLite
     already holds its write lock from ``BEGIN IMMEDIATE``), so concurrent
@@ -36,8 +41,9 @@ def append_event(
     need not be under the lock (the policy look-up, the digests) is done
     before it; the clock is still read after it, so ``seq`` order is time order.
     """
-    day = utcnow().date()
-    policy_id = policy_in_force_id(day)
+    if policy is None:
+        day = utcnow().date()
+        policy = PolicyInForce(day, policy_in_force_id(day))
     email_key_digest = email_digest(subscriber.email_key)
     personal = {
         "email": subscriber.email,
@@ -49,7 +55,8 @@ def append_event(
     head = lock_head()
 
     now = utcnow()
-    if now.date() != day:  # midnight passed while waiting for the lock
+    policy_id = policy.version_id
+    if now.date() != policy.day:  # midnight passed since the look-up
         policy_id = policy_in_force_id(now.date())
     row = ConsentEvent(
         seq=head.seq + 1,
@@ -72,19 +79,33 @@ def append_event(
     return row
 
 
-def policy_in_force_id(row_date: date) -> int | None:
-    """The id of the privacy-policy version in force on ``row_date`` (UTC), if any.
+@dataclass(frozen=True)
+class PolicyInForce:
+    """The privacy-policy version in force on a day (UTC); None before the first import."""
+
+    day: date
+    version_id: int | None
+
+
+def policy_in_force_query(row_date: date) -> Select[int]:
+    """The query for the id of the privacy-policy version in force on ``row_date``.
 
     The newest effective date not after that day wins; on a tie, the later
     import. Looked up per event, so a version imported with a future date
-    takes over on its day with no further step.
+    takes over on its day with no further step. A query, so that callers can
+    fold it into one of their own as a scalar subquery.
     """
-    return db.session.scalar(
+    return (
         select(PolicyVersion.id)
         .where(PolicyVersion.effective_on <= row_date)
         .order_by(PolicyVersion.effective_on.desc(), PolicyVersion.version.desc())
         .limit(1)
     )
+
+
+def policy_in_force_id(row_date: date) -> int | None:
+    """The id of the privacy-policy version in force on ``row_date`` (UTC), if any."""
+    return db.session.scalar(policy_in_force_query(row_date))
 
 
 def lock_head() -> LedgerHead:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from flask import current_app
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ..extensions import db
 from ..ledger import Evidence, append_event
@@ -58,15 +59,13 @@ def request_subscription(request: SignupRequest) -> None:
     name = clean_name(request.name)
     slugs = clean_slugs(request.list_slugs, request.lists_field)
     locale = clean_locale(request.locale, current_app.config["LANGUAGES"])
-    for _attempt in range(2):
-        lists = resolve_lists(slugs, request.lists_field)
-        subscriber = _get_or_create_subscriber(email, email_key, name, locale)
-        if subscriber is not None:
-            break
-    else:
-        raise RuntimeError("could not create or find the subscriber")
+    lists = resolve_lists(slugs, request.lists_field)
+    subscriber, is_new = _claim_address(email, email_key, name, locale)
     events = request_lists(subscriber, lists, request.channel, request.evidence)
-    maybe_send_confirmation(subscriber, respect_window=True)
+    if is_new:  # its confirmation time was set when the row was inserted
+        enqueue(OutboxKind.CONFIRM, subscriber, lists=sorted(m.id for m in lists))
+    else:
+        maybe_send_confirmation(subscriber, respect_window=True)
     # The ledger head lock serialises every append, so it is taken last: the
     # subscriber, subscription and outbox writes are flushed before it, and
     # the lock is held only for the event insert, the head update and COMMIT.
@@ -74,37 +73,41 @@ def request_subscription(request: SignupRequest) -> None:
     db.session.commit()
 
 
-def _get_or_create_subscriber(
+def _claim_address(
     email: str, email_key: str, name: str, locale: str | None
-) -> Subscriber | None:
-    """Find the subscriber by address key (row locked), creating them if new.
+) -> tuple[Subscriber, bool]:
+    """The subscriber with this address key, row-locked; created if new (then True).
 
-    The row lock makes two signups of one address take turns, so they cannot
-    both decide that a confirmation mail is due. When another request creates
-    the same address at the same moment, the transaction (which has written
-    nothing yet) is rolled back and None returned: the caller tries again and
-    finds their row. Name and language are taken only from the first signup:
-    an unauthenticated form must not overwrite what a confirmed subscriber chose.
+    ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` creates a new address in
+    one statement. When the address exists, or another request is creating it
+    at this moment (PostgreSQL makes the insert wait for that transaction), it
+    inserts nothing and the existing row is read with ``FOR UPDATE``: two
+    signups of one address take turns, so they cannot both decide that a
+    confirmation mail is due. A new subscriber gets a confirmation at once, so
+    its ``last_confirmation_sent_at`` is written with the row. Name and
+    language are taken only from the first signup: an unauthenticated form
+    must not overwrite what a confirmed subscriber chose.
     """
-    subscriber = db.session.scalar(
+    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
+    created = db.session.scalar(
+        insert(Subscriber)
+        .values(
+            email=email,
+            email_key=email_key,
+            name=name,
+            locale=locale or current_app.config["BABEL_DEFAULT_LOCALE"],
+            last_confirmation_sent_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=[Subscriber.email_key])
+        .returning(Subscriber)
+    )
+    if created is not None:
+        set_committed_value(created, "subscriptions", [])  # new: nothing to load
+        return created, True
+    existing = db.session.scalars(
         select(Subscriber).where(Subscriber.email_key == email_key).with_for_update()
-    )
-    if subscriber is not None:
-        return subscriber
-    subscriber = Subscriber(
-        email=email,
-        email_key=email_key,
-        name=name,
-        locale=locale or current_app.config["BABEL_DEFAULT_LOCALE"],
-        subscriptions=[],  # new: no lazy load of an empty collection
-    )
-    db.session.add(subscriber)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
-        return None
-    return subscriber
+    ).one()
+    return existing, False
 
 
 def subscriber_for(payload: TokenPayload) -> Subscriber:
