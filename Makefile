@@ -32,8 +32,8 @@ $(TRANSLATIONS)/%/LC_MESSAGES/messages.mo: $(TRANSLATIONS)/%/LC_MESSAGES/message
 translations: $(COMPILED)
 
 messages: $(STAMP)
-	$(BIN)/pybabel extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --omit-header -o messages.pot .
-	$(BIN)/pybabel update --no-fuzzy-matching --ignore-obsolete -i messages.pot -d $(TRANSLATIONS)
+	$(BIN)/pybabel extract -F babel.cfg $(BABEL_KEYWORDS) --no-location --omit-header --width 100 -o messages.pot .
+	$(BIN)/pybabel update --no-fuzzy-matching --ignore-obsolete --width 100 -i messages.pot -d $(TRANSLATIONS)
 
 $(TEST_TOOLS_STAMP): $(TEST_TOOLS)/package.json $(TEST_TOOLS)/package-lock.json
 	cd $(TEST_TOOLS) && npm ci --ignore-scripts --no-audit --no-fund

@@ -228,7 +228,7 @@ def test_preview_is_exactly_what_the_recipient_gets(
 ) -> None:
     subscribed("reader@example.org", name="Zyxa Reader")
     editor = staff_client(Role.EDITOR)
-    english = {"Accept-Language": "en"}  # the mail is in the default language anyway
+    english = {"Accept-Language": "en"}  # the console (and its preview) in English
     data = compose_data(
         body=BODY
         + "\n| a | b |\n|---|---|\n| 1 | 2 |\n\n![logo](http://newsletter.test/static/logo.png)\n"

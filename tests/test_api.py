@@ -231,6 +231,18 @@ def test_unknown_list_error_names_the_slug(client: FlaskClient, default_list: Ma
     assert "nope" in body["error"]
 
 
+def test_errors_are_english_whatever_the_accept_language(
+    client: FlaskClient, default_list: MailingList
+) -> None:
+    """Service messages are translated for pages; the API keeps one language."""
+    response = client.post(
+        "/api/v1/subscriptions",
+        json={"email": OK, "lists": ["nope"]},
+        headers={"Accept-Language": "da"},
+    )
+    assert json_error(response, 422, "lists")["error"] == "Unknown list: nope."
+
+
 def test_body_over_max_content_length_gets_413_as_json(
     app: Flask, client: FlaskClient, default_list: MailingList
 ) -> None:

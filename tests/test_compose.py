@@ -284,7 +284,7 @@ def test_css_is_inlined_for_mail_clients(app: Flask) -> None:
 def test_layout_carries_sender_identity_address_reason_and_links_in_html_and_text(
     app: Flask, make_list: Callable[..., MailingList], subscribed: Subscribed, deliver: Deliver
 ) -> None:
-    # The layout is rendered once, in the default language (render_in_mail_language).
+    # Everyone here reads the default language, so the layout is rendered once, in it.
     app.config["BABEL_DEFAULT_LOCALE"] = "en"
     app.config["ORGANIZATION_NAME"] = "Foreningen Ærø & Co"
     app.config["POSTAL_ADDRESS"] = "Vestergade 7, 5970 Ærøskøbing"

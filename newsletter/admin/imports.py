@@ -6,6 +6,8 @@ it (newsletter/imports/run.py), so 100,000 rows never hold a request open.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import abort, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
@@ -14,7 +16,7 @@ from flask_login import current_user
 from ..imports import jobs
 from ..imports.jobs import not_reactivated
 from ..imports.parse import DELIMITER_NAMES, MAX_FILE_BYTES, FileProblem, preview
-from ..imports.validate import RowError
+from ..imports.validate import RowError, shown_errors
 from ..models import ImportJob, ImportStatus, Role
 from ..subscriptions.lists import open_lists
 from ..subscriptions.validation import InvalidInput
@@ -115,10 +117,21 @@ def import_job(job_id: int) -> ResponseReturnValue:
         return _mapping_page(job, form)
     return render_template(
         "admin/import_job.html",
-        job=job,
+        job=_ShownJob(job),
         progress=_progress(job),
         list_name=_list_name(job),
     )
+
+
+class _ShownJob:
+    """A job as its page reads it: the stored errors (English) in the page's language."""
+
+    def __init__(self, job: ImportJob) -> None:
+        self._job = job
+        self.errors = shown_errors(job.errors)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._job, name)
 
 
 def _mapped_fields(job: ImportJob) -> dict[str, str]:

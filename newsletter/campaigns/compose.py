@@ -1,9 +1,16 @@
 """Campaign composition: Markdown -> sanitised HTML in the mail layout, plus plain text.
 
-Rendering is done once per campaign. The result is a pair of templates in
-which only the personal parts (name, unsubscribe and preference links) are
-placeholders; :func:`personalise` fills them per recipient with plain string
-replacement, which costs microseconds instead of a template render.
+Rendering is done once per campaign and layout language. The result is a pair
+of templates in which only the personal parts (name, unsubscribe and
+preference links) are placeholders; :func:`personalise` fills them per
+recipient with plain string replacement, which costs microseconds instead of
+a template render.
+
+Subject and body are sent as staff wrote them. The layout around them (the
+footer's reason for the mail, the link labels, the ``lang`` attribute) is in
+the recipient's language: a campaign is rendered once for each configured
+language its recipients read (:func:`store_renderings`), and each recipient
+gets the rendering of their language (:func:`layout_locale`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import css_inline
 import nh3
 from flask import current_app, render_template
 from markdown_it import MarkdownIt
+
+from ..models.campaigns import Campaign, CampaignRendering
 
 # Placeholders: letters and digits only, so Markdown (where _ and * mean
 # emphasis), the sanitiser and the CSS inliner all leave them untouched.
@@ -120,3 +129,49 @@ def split_template(template: str) -> tuple[list[str], list[str]]:
     """
     pieces = _PLACEHOLDER.split(template)  # static, slot, static, ..., static
     return pieces[0::2], pieces[1::2]
+
+
+def default_locale() -> str:
+    """The app's default language (BABEL_DEFAULT_LOCALE)."""
+    return str(current_app.config["BABEL_DEFAULT_LOCALE"])
+
+
+def layout_locale(locale: str | None) -> str:
+    """The language a mail's layout is in for someone who reads ``locale``:
+    that language when it is configured (LANGUAGES), else the default."""
+    if locale and locale in current_app.config["LANGUAGES"]:
+        return locale
+    return default_locale()
+
+
+def store_renderings(campaign: Campaign, renderings: dict[str, RenderedCampaign]) -> None:
+    """Freeze a starting campaign's renderings, one per layout language.
+
+    The first becomes the campaign's main rendering (``rendered_html``,
+    ``rendered_text``, ``rendered_locale``): anyone whose language has no
+    rendering of its own gets that one. The others are stored beside it.
+    """
+    (first, main), *others = renderings.items()
+    campaign.rendered_html, campaign.rendered_text = main.html, main.text
+    campaign.rendered_locale = first
+    campaign.renderings = [
+        CampaignRendering(locale=locale, html=rendered.html, text=rendered.text)
+        for locale, rendered in others
+    ]
+
+
+def main_locale(campaign: Campaign) -> str:
+    """The language of a started campaign's main rendering (campaigns started
+    before per-language renderings were rendered in the default language)."""
+    return campaign.rendered_locale or default_locale()
+
+
+def stored_rendering(campaign: Campaign, locale: str) -> tuple[str, str]:
+    """A started campaign's frozen HTML and text for readers of ``locale``:
+    the rendering in that language when one was made, else the main one."""
+    if locale != main_locale(campaign):
+        for rendering in campaign.renderings:
+            if rendering.locale == locale:
+                return rendering.html, rendering.text
+    assert campaign.rendered_html is not None
+    return campaign.rendered_html, campaign.rendered_text or ""

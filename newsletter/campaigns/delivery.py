@@ -46,9 +46,16 @@ def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
         finish_campaigns()
         return batch
     recipients = load_recipients(claimed, batch)
-    contents = {cid: load_content(cid) for cid in {r.campaign_id for r in recipients}}
+    # Each campaign's bodies are encoded once per batch, in each layout
+    # language the batch's recipients read; a recipient costs the same as ever.
+    languages: dict[int, set[str]] = {}
+    for recipient in recipients:
+        languages.setdefault(recipient.campaign_id, set()).add(recipient.locale)
+    contents = {cid: load_content(cid, locales) for cid, locales in languages.items()}
     links = LinkTemplates.build()
-    messages = [(r, render(r, contents[r.campaign_id], links)) for r in recipients]
+    messages: list[tuple[Recipient, OutgoingMail]] = [
+        (r, render(r, contents[r.campaign_id], links)) for r in recipients
+    ]
     db.session.commit()  # no transaction open during SMTP I/O
     if messages:
         _send(app, messages, batch, owner, renew_at)

@@ -1,34 +1,46 @@
 """One recipient's message: the campaign's invariant parts, prepared once per
-batch, and the personal parts (name, unsubscribe and preference links) filled
-in per recipient."""
+batch (the bodies once per layout language the batch needs), and the personal
+parts (name, unsubscribe and preference links) filled in per recipient."""
 
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from email.utils import parseaddr
 
 from flask import current_app
+from sqlalchemy import select
 
 from ..extensions import db
 from ..mail.dkim import sign_message
 from ..mail.message import OutgoingMail, wire_address
 from ..mail.render import external_url, mail_domain
-from ..models.campaigns import Campaign
+from ..models.campaigns import Campaign, CampaignRendering
 from ..tokens import Purpose, make_token
-from .compose import MANAGE_URL, NAME, UNSUBSCRIBE_URL, split_template
+from .compose import MANAGE_URL, NAME, UNSUBSCRIBE_URL, main_locale, split_template
 from .mime import CampaignEnvelope, EncodedBody, build_encoded, make_envelope
-from .outcomes import Recipient
+from .recipients import LocalisedRecipient
 
 
 @dataclass(frozen=True)
 class CampaignContent:
-    """A sending campaign's invariant parts (content is frozen once sending starts)."""
+    """A sending campaign's invariant parts (content is frozen once sending starts).
+
+    ``html`` and ``text`` are the main rendering; ``languages`` holds the
+    bodies whose layout is in another language, by locale.
+    """
 
     envelope: CampaignEnvelope
     sender_address: str
     html: EncodedBody
     text: EncodedBody
+    languages: Mapping[str, tuple[EncodedBody, EncodedBody]] = field(default_factory=dict)
+
+    def bodies(self, locale: str) -> tuple[EncodedBody, EncodedBody]:
+        """HTML and text for a reader of ``locale``: the rendering in that
+        language when the campaign has one, else the main rendering."""
+        return self.languages.get(locale) or (self.html, self.text)
 
 
 def encode_template(template: str) -> EncodedBody:
@@ -39,12 +51,26 @@ def encode_template(template: str) -> EncodedBody:
     return EncodedBody.encode(*split_template(template))
 
 
-def load_content(campaign_id: int) -> CampaignContent:
+def load_content(campaign_id: int, locales: Collection[str] | None = None) -> CampaignContent:
     """Per-campaign invariants, computed once per batch (a query, a few headers and
-    the encoding of both bodies)."""
+    the encoding of both bodies, once per layout language).
+
+    ``locales`` are the layout languages the batch's recipients read: only their
+    renderings are read and encoded (None: every rendering the campaign has).
+    """
     campaign = db.session.get(Campaign, campaign_id)
     assert campaign is not None
     assert campaign.rendered_html is not None
+    languages: dict[str, tuple[EncodedBody, EncodedBody]] = {}
+    others = None if locales is None else set(locales) - {main_locale(campaign)}
+    if others is None or others:
+        query = select(
+            CampaignRendering.locale, CampaignRendering.html, CampaignRendering.text
+        ).where(CampaignRendering.campaign_id == campaign_id)
+        if others is not None:
+            query = query.where(CampaignRendering.locale.in_(sorted(others)))
+        for locale, rendered_html, rendered_text in db.session.execute(query):
+            languages[locale] = (encode_template(rendered_html), encode_template(rendered_text))
     mailing_list = campaign.mailing_list
     envelope = make_envelope(
         campaign.sender,
@@ -58,6 +84,7 @@ def load_content(campaign_id: int) -> CampaignContent:
         parseaddr(campaign.sender)[1],
         encode_template(campaign.rendered_html),
         encode_template(campaign.rendered_text or ""),
+        languages,
     )
 
 
@@ -86,8 +113,12 @@ class LinkTemplates:
         )
 
 
-def render(recipient: Recipient, content: CampaignContent, links: LinkTemplates) -> OutgoingMail:
-    """The signed (when configured) message for one recipient."""
+def render(
+    recipient: LocalisedRecipient, content: CampaignContent, links: LinkTemplates
+) -> OutgoingMail:
+    """The signed (when configured) message for one recipient, its layout in
+    the recipient's language."""
+    html_body, text_body = content.bodies(recipient.locale)
     unsubscribe = links.unsubscribe.replace(
         TOKEN_SLOT, make_token(Purpose.UNSUBSCRIBE, recipient.token_key, (recipient.list_id,))
     )
@@ -99,7 +130,7 @@ def render(recipient: Recipient, content: CampaignContent, links: LinkTemplates)
         to_address=address,
         to_name=recipient.name,
         unsubscribe_url=unsubscribe,
-        text=content.text.fill(values),
-        html=content.html.fill({key: html.escape(value) for key, value in values.items()}),
+        text=text_body.fill(values),
+        html=html_body.fill({key: html.escape(value) for key, value in values.items()}),
     )
     return OutgoingMail(content.sender_address, address, sign_message(message))

@@ -1,13 +1,16 @@
 """Loading a claimed batch, with consent and suppression checked again.
 
 The check is made at claim time, not when the campaign started: someone who
-unsubscribed, bounced or was erased since then is skipped, and counted.
+unsubscribed, bounced or was erased since then is skipped, and counted. Each
+recipient's language is read then too, so the mail's layout follows it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import Row, select
 
 from ..extensions import db
@@ -15,10 +18,42 @@ from ..ledger.keys import email_digest
 from ..models import Subscriber, Subscription, SubscriptionStatus
 from ..models.campaigns import DeliveryStatus, Suppression
 from .claim import Claimed, among
+from .compose import default_locale, layout_locale
 from .outcomes import DeliveryBatch, Recipient, mark
 
 
-def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Recipient]:
+@dataclass(frozen=True)
+class LocalisedRecipient(Recipient):
+    """A recipient with the language their mail's layout is in (a configured one)."""
+
+    locale: str = ""
+
+
+def layout_languages(list_id: int) -> list[str]:
+    """The layout languages a campaign to the list needs now: those its active
+    subscribers read (see compose.layout_locale), the default first when it is
+    among them, then in LANGUAGES order; the default alone for an empty list.
+
+    One DISTINCT over the list's active subscriptions, in the transaction that
+    starts the campaign and queues the same rows.
+    """
+    stored = db.session.scalars(
+        select(Subscriber.locale)
+        .distinct()
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .where(Subscription.list_id == list_id, Subscription.status == SubscriptionStatus.ACTIVE)
+    )
+    needed = {layout_locale(locale) for locale in stored}
+    default = default_locale()
+    if not needed:
+        return [default]
+    others = [
+        code for code in current_app.config["LANGUAGES"] if code in needed and code != default
+    ]
+    return [default, *others] if default in needed else others
+
+
+def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[LocalisedRecipient]:
     """The batch's recipients, skipping anyone no longer active or now suppressed.
 
     The deliveries themselves came back from the claim; here one query per
@@ -45,7 +80,10 @@ def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Recipi
         if digests
         else set()
     )
-    recipients, skip = [], []
+    languages = set(current_app.config["LANGUAGES"])
+    default = default_locale()
+    recipients: list[LocalisedRecipient] = []
+    skip: list[int] = []
     for claim in claimed:
         batch.campaigns.add(claim.campaign_id)
         person = people.get((claim.list_id, claim.subscriber_id or 0))
@@ -57,7 +95,7 @@ def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Recipi
             skip.append(claim.id)
             continue
         recipients.append(
-            Recipient(
+            LocalisedRecipient(
                 claim.id,
                 claim.campaign_id,
                 person.email,
@@ -65,6 +103,7 @@ def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Recipi
                 person.token_key,
                 claim.list_id,
                 claim.attempts,
+                person.locale if person.locale in languages else default,
             )
         )
     if skip:
@@ -94,6 +133,7 @@ def _subscribers(list_id: int, ids: set[int]) -> list[Row[Any]]:
                 Subscriber.email_key,
                 Subscriber.name,
                 Subscriber.token_key,
+                Subscriber.locale,
                 status.label("status"),
             ).where(among(Subscriber.id, ids))
         )

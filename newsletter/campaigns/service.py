@@ -29,9 +29,11 @@ from ..models import (
     utcnow,
 )
 from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatus
+from ..service_messages import page_gettext as _
 from ..staff import audit
 from ..subscriptions.validation import CONTROL_CHARACTERS, InvalidInput
-from .compose import RenderedCampaign, render_campaign
+from .compose import RenderedCampaign, render_campaign, store_renderings
+from .recipients import layout_languages
 
 MAX_SUBJECT = 200
 MAX_BODY = 500_000
@@ -103,17 +105,19 @@ def _checked(
     """Validate a campaign's fields: (its open list, subject, sender)."""
     subject = subject.strip()
     if not subject or len(subject) > MAX_SUBJECT:
-        raise InvalidInput("subject", f"Give a subject of 1 to {MAX_SUBJECT} characters.")
+        raise InvalidInput(
+            "subject", _("Give a subject of 1 to %(max)s characters.", max=MAX_SUBJECT)
+        )
     if CONTROL_CHARACTERS.search(subject):
-        raise InvalidInput("subject", "The subject contains control characters.")
+        raise InvalidInput("subject", _("The subject contains control characters."))
     if not body_markdown.strip() or len(body_markdown) > MAX_BODY:
-        raise InvalidInput("body", f"Give a body of 1 to {MAX_BODY} characters.")
+        raise InvalidInput("body", _("Give a body of 1 to %(max)s characters.", max=MAX_BODY))
     mailing_list = db.session.scalar(select(MailingList).where(MailingList.slug == list_slug))
     if mailing_list is None or mailing_list.archived_at is not None:
-        raise InvalidInput("list", f"Unknown list: {list_slug}.")
+        raise InvalidInput("list", _("Unknown list: %(slug)s.", slug=list_slug))
     sender = (sender or current_app.config["MAIL_DEFAULT_SENDER"]).strip()
     if CONTROL_CHARACTERS.search(sender) or len(sender) > MAX_SENDER:
-        raise InvalidInput("sender", "The sender is too long or contains control characters.")
+        raise InvalidInput("sender", _("The sender is too long or contains control characters."))
     try:
         # Syntax only: the operator's own domain may be a special-use one (.test).
         validate_email(
@@ -123,7 +127,9 @@ def _checked(
             test_environment=True,
         )
     except EmailNotValidError as exc:
-        raise InvalidInput("sender", f"The sender needs a valid address ({exc}).") from exc
+        raise InvalidInput(
+            "sender", _("The sender needs a valid address (%(reason)s).", reason=exc)
+        ) from exc
     return mailing_list, subject, sender
 
 
@@ -190,9 +196,12 @@ def start_due_campaigns() -> int:
 
 
 def _begin_sending(campaign: Campaign) -> int:
-    """Render once and create one delivery per active subscriber, set-based."""
-    rendered = render_in_mail_language(campaign)
-    campaign.rendered_html, campaign.rendered_text = rendered.html, rendered.text
+    """Render once per layout language the recipients read, and create one
+    delivery per active subscriber, set-based."""
+    languages = layout_languages(campaign.list_id)
+    store_renderings(
+        campaign, {code: render_in_mail_language(campaign, code) for code in languages}
+    )
     campaign.status = CampaignStatus.SENDING
     campaign.started_at = utcnow()
     now = utcnow()
@@ -223,13 +232,14 @@ def _begin_sending(campaign: Campaign) -> int:
     return queued
 
 
-def render_in_mail_language(campaign: Campaign) -> RenderedCampaign:
-    """Render a campaign in the default language, whoever starts it from where.
+def render_in_mail_language(campaign: Campaign, locale: str | None = None) -> RenderedCampaign:
+    """Render a campaign with its layout in ``locale`` (default: the app's default
+    language), whoever starts it from where.
 
     A start from the console runs inside a staff member's request, whose
     browser language must not decide the language of the mail's layout.
     """
-    with force_locale(current_app.config["BABEL_DEFAULT_LOCALE"]):
+    with force_locale(locale or current_app.config["BABEL_DEFAULT_LOCALE"]):
         return render_campaign(campaign.subject, campaign.body_markdown, campaign.mailing_list.name)
 
 

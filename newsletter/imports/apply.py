@@ -34,6 +34,7 @@ from ..models import (
     Suppression,
 )
 from ..models.subscribers import new_token_key
+from ..service_messages import N_
 from ..subscriptions.lists import current_consent_text
 from .bulk import bulk_insert
 from .confirmations import chunks, queue_confirmations
@@ -41,6 +42,8 @@ from .ledger_batch import append_events, pending_event
 from .validate import ImportRow, RowError
 
 ACTIVE, PENDING, UNCHANGED, REFUSED = "active", "pending", "unchanged", "refused"
+# The notice stored on the job (in English; shown in the reader's language).
+LEFT_OUT = N_("Unsubscribed, bounced or suppressed: left out.")
 # Rows with evidence are "imported" (consent given elsewhere, proven by the
 # evidence); rows without are "requested", as a signup: consent is still owed.
 IMPORTED, REQUESTED = ConsentEventType.IMPORTED, ConsentEventType.REQUESTED
@@ -85,9 +88,7 @@ def apply_rows(
         if outcome == REFUSED:
             counts.not_reactivated += 1
             if len(counts.notices) < 500:
-                counts.notices.append(
-                    RowError(row.line, "email", "Unsubscribed, bounced or suppressed: left out.")
-                )
+                counts.notices.append(RowError(row.line, "email", LEFT_OUT))
         elif outcome == UNCHANGED:
             counts.unchanged += 1
     changing = [(r, o) for r, o in zip(rows, outcomes, strict=True) if o in (ACTIVE, PENDING)]

@@ -13,6 +13,8 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import ImportJob, ImportStatus, MailingList, StaffUser, utcnow
+from ..service_messages import N_
+from ..service_messages import page_gettext as _
 from ..staff import audit
 from ..subscriptions.validation import CONTROL_CHARACTERS, InvalidInput
 from .mapping import build_mapping, guess_mapping
@@ -23,6 +25,8 @@ log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)
 MAX_FILENAME = 255
+# Stored in English on the job (a staff member discards it; anyone may read it).
+DISCARDED = N_("Discarded before it was queued.")
 
 
 class LeaseLost(RuntimeError):
@@ -59,7 +63,7 @@ def create_job(
         raise RowsRefused(refused)
     mailing_list = db.session.get(MailingList, list_id)
     if mailing_list is None or mailing_list.archived_at is not None:
-        raise InvalidInput("list", "Choose an open list.")
+        raise InvalidInput("list", _("Choose an open list."))
     name = CONTROL_CHARACTERS.sub("", filename.replace("\\", "/").rsplit("/", 1)[-1])
     job = ImportJob(
         list_id=list_id,
@@ -94,14 +98,15 @@ def _nul_errors(table: Table) -> list[RowError]:
         for position, cell in enumerate(cells):
             if "\x00" in cell:
                 heading = table.header[position] if position < len(table.header) else ""
-                errors.append(RowError(line, heading or f"column {position + 1}", "Contains NUL."))
-    return errors[:500] or [RowError(1, "header", "Contains NUL.")]
+                column = heading or _("column %(n)s", n=position + 1)
+                errors.append(RowError(line, column, _("Contains NUL.")))
+    return errors[:500] or [RowError(1, "header", _("Contains NUL."))]
 
 
 def table_of(job: ImportJob) -> Table:
     """The stored file of a job that has not run yet."""
     if job.content is None:
-        raise InvalidInput("file", "This import has already run or was discarded.")
+        raise InvalidInput("file", _("This import has already run or was discarded."))
     return read_table(job.content)
 
 
@@ -119,7 +124,7 @@ def queue_job(
     caller instead of being left to a worker; the claim is returned.
     """
     if job.status != ImportStatus.UPLOADED:
-        raise InvalidInput("file", "This import is already queued.")
+        raise InvalidInput("file", _("This import is already queued."))
     header = table_of(job).header
     job.mapping = build_mapping(choices, len(header))
     now = utcnow()
@@ -138,9 +143,9 @@ def queue_job(
 def discard_job(job: ImportJob, *, actor: StaffUser | None, ip: str | None) -> None:
     """Drop an uploaded file that was never queued, and commit."""
     if job.status != ImportStatus.UPLOADED:
-        raise InvalidInput("file", "Only an import that has not been queued can be discarded.")
+        raise InvalidInput("file", _("Only an import that has not been queued can be discarded."))
     job.status, job.content, job.finished_at = ImportStatus.FAILED, None, utcnow()
-    job.errors = [{"line": None, "field": "", "message": "Discarded before it was queued."}]
+    job.errors = [{"line": None, "field": "", "message": DISCARDED}]
     audit.record(actor, "import.discard", "import", job.id, details={"file": job.filename}, ip=ip)
     db.session.commit()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..service_messages import page_gettext as _
 from ..subscriptions.validation import InvalidInput
 
 FIELDS = ("email", "name", "consented_at", "source")
@@ -93,12 +94,14 @@ def build_mapping(choices: dict[str, str], columns: int) -> dict[str, str | None
         raw = (choices.get(field) or "").strip()
         if not raw:
             if field in REQUIRED:
-                raise InvalidInput(field, "Choose the column that holds the e-mail address.")
+                raise InvalidInput(field, _("Choose the column that holds the e-mail address."))
             continue
         if not raw.isdigit() or int(raw) >= columns:
-            raise InvalidInput(field, "Choose one of the file's columns.")
+            raise InvalidInput(field, _("Choose one of the file's columns."))
         if mapping[raw] is not None:
-            raise InvalidInput(field, f"That column is already used for {mapping[raw]}.")
+            raise InvalidInput(
+                field, _("That column is already used for %(field)s.", field=mapping[raw])
+            )
         mapping[raw] = field
     return mapping
 
@@ -106,13 +109,13 @@ def build_mapping(choices: dict[str, str], columns: int) -> dict[str, str | None
 def check_mapping(mapping: dict[str, Any] | None, columns: int) -> dict[str, int]:
     """Validate a stored mapping; return field -> position."""
     if not mapping:
-        raise InvalidInput("email", "The column mapping is missing.")
+        raise InvalidInput("email", _("The column mapping is missing."))
     fields = columns_of(mapping)
     if "email" not in fields:
-        raise InvalidInput("email", "Choose the column that holds the e-mail address.")
+        raise InvalidInput("email", _("Choose the column that holds the e-mail address."))
     for field, position in fields.items():
         if field not in FIELDS or not 0 <= position < columns:
-            raise InvalidInput(field, "The column mapping does not fit the file.")
+            raise InvalidInput(field, _("The column mapping does not fit the file."))
     if len(set(fields.values())) != len(fields):
-        raise InvalidInput("email", "Two fields share one column.")
+        raise InvalidInput("email", _("Two fields share one column."))
     return fields

@@ -14,6 +14,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
 
+from flask_babel import lazy_gettext as _l
+
+from ..service_messages import page_gettext as _
+
 # The largest file the console and the command accept. At 60-100 bytes a row
 # this is 200,000-350,000 rows, and it bounds the memory one import needs.
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -22,7 +26,8 @@ MAX_HEADER_LENGTH = 200
 # Python's csv refuses fields longer than its field_size_limit (128 KiB); every
 # field we use is far shorter and is checked per row (validate.py).
 DELIMITERS = (",", ";", "\t")
-DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab"}
+# Named on the mapping page, in its language.
+DELIMITER_NAMES = {",": _l("comma"), ";": _l("semicolon"), "\t": _l("tab")}
 
 
 class FileProblem(ValueError):
@@ -46,22 +51,26 @@ class Table:
 def decode(data: bytes) -> str:
     """The file's text if it is UTF-8 (a BOM is dropped); FileProblem otherwise."""
     if len(data) > MAX_FILE_BYTES:
-        raise FileProblem(f"The file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB.")
+        raise FileProblem(
+            _("The file is larger than %(mb)s MB.", mb=MAX_FILE_BYTES // (1024 * 1024))
+        )
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise FileProblem(
-            "The file is UTF-16. Save it as \u201cCSV UTF-8\u201d and upload it again."
+            _("The file is UTF-16. Save it as \u201cCSV UTF-8\u201d and upload it again.")
         )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise FileProblem(
-            "The file is not UTF-8 (it may be Windows-1252 or Latin-1). "
-            "Save it as \u201cCSV UTF-8\u201d and upload it again.",
+            _(
+                "The file is not UTF-8 (it may be Windows-1252 or Latin-1). "
+                "Save it as \u201cCSV UTF-8\u201d and upload it again."
+            ),
             line=line,
         ) from exc
     if not text.strip():
-        raise FileProblem("The file is empty.")
+        raise FileProblem(_("The file is empty."))
     return text
 
 
@@ -85,13 +94,13 @@ def read_table(text: str) -> Table:
     records = iter_records(text, delimiter)
     first = next(records, None)
     if first is None:
-        raise FileProblem("The file is empty.")
+        raise FileProblem(_("The file is empty."))
     _line, header = first
     header = [cell.strip() for cell in header]
     if len(header) > MAX_COLUMNS:
-        raise FileProblem(f"The file has more than {MAX_COLUMNS} columns.", line=1)
+        raise FileProblem(_("The file has more than %(max)s columns.", max=MAX_COLUMNS), line=1)
     if any(len(cell) > MAX_HEADER_LENGTH for cell in header):
-        raise FileProblem("A column heading is too long: is the first line a header?", line=1)
+        raise FileProblem(_("A column heading is too long: is the first line a header?"), line=1)
     return Table(text=text, delimiter=delimiter, header=header)
 
 
@@ -110,7 +119,9 @@ def iter_records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            raise FileProblem(f"The file cannot be read as CSV ({exc}).", previous_end + 1) from exc
+            raise FileProblem(
+                _("The file cannot be read as CSV (%(reason)s).", reason=exc), previous_end + 1
+            ) from exc
         start, previous_end = previous_end + 1, reader.line_num
         if cells and any(cell.strip() for cell in cells):
             yield start, cells

@@ -31,15 +31,20 @@ from sqlalchemy.exc import IntegrityError
 from ..database import is_postgresql
 from ..extensions import db
 from ..models import ImportJob, ImportStatus, MailingList, StaffUser, utcnow
+from ..service_messages import N_
 from ..staff import audit
 from ..subscriptions.validation import InvalidInput
 from .apply import ConcurrentChange, apply_rows
 from .jobs import LEASE, Claim, LeaseLost, table_of
 from .mapping import check_mapping
 from .parse import FileProblem, data_records
-from .validate import RowError, validate_rows
+from .validate import INTERNAL_ERROR, MORE_ERRORS, RowError, validate_rows
 
 log = logging.getLogger(__name__)
+
+CHANGED_MEANWHILE = N_(
+    "Subscriptions changed while the file was imported. Nothing was imported; upload it again."
+)
 
 
 def claim_next() -> Claim | None:
@@ -81,12 +86,12 @@ def run_claimed(claim: Claim, on_progress: Callable[[int], None] | None = None) 
         # Someone signed up, confirmed or left at the same moment (PostgreSQL):
         # the whole import is rolled back; running it again sees their change.
         db.session.rollback()
-        message = "Subscriptions changed while the file was imported. Nothing was imported; "
-        return _finish_failed(claim, [RowError(None, "", message + "upload it again.")], 1)
+        return _finish_failed(claim, [RowError(None, "", CHANGED_MEANWHILE)], 1)
     except Exception as exc:
         db.session.rollback()
         log.exception("import #%d failed", claim.job_id)
-        _finish_failed(claim, [RowError(None, "", f"Internal error: {exc.__class__.__name__}")], 1)
+        internal = INTERNAL_ERROR % {"name": exc.__class__.__name__}
+        _finish_failed(claim, [RowError(None, "", internal)], 1)
         raise
 
 
@@ -98,8 +103,10 @@ def _run(claim: Claim, on_progress: Callable[[int], None] | None) -> ImportJob:
     try:
         table = table_of(job)
         columns = check_mapping(job.mapping, len(table.header))
-    except (FileProblem, InvalidInput) as exc:
-        return _finish_failed(claim, [RowError(None, "file", str(exc))], 1)
+    except FileProblem as exc:
+        return _finish_failed(claim, [RowError(exc.line, "file", exc.message)], 1)
+    except InvalidInput as exc:
+        return _finish_failed(claim, [RowError(None, exc.field, exc.message)], 1)
     db.session.commit()  # no transaction stays open while rows are checked
 
     def progress(rows: int) -> None:
@@ -181,7 +188,7 @@ def _finish_failed(claim: Claim, errors: list[RowError], error_count: int) -> Im
     shown = [e.as_dict() for e in errors]
     if error_count > len(errors):
         more = error_count - len(errors)
-        shown.append({"line": None, "field": "", "message": f"... and {more} more errors."})
+        shown.append({"line": None, "field": "", "message": MORE_ERRORS % {"n": more}})
     _fenced_update(
         claim,
         status=ImportStatus.FAILED,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..service_messages import N_, in_page_language
 from ..subscriptions.validation import CONTROL_CHARACTERS, InvalidInput, clean_name, normalise_email
 
 MAX_SOURCE = 200
@@ -28,6 +29,21 @@ MAX_CONSENTED_AT = 40
 MAX_ERRORS = 500
 FUTURE_TOLERANCE = timedelta(days=1)
 PROGRESS_EVERY = 2000
+
+# A job's errors are stored on it in English (the worker finds most of them) and
+# shown in the language of the page that lists them (shown_errors).
+TOO_MANY_CELLS = N_("%(cells)s cells, but the header has %(columns)s.")
+CONTROL_IN_CELL = N_("Contains a line break, NUL or other control character.")
+TOO_LONG = N_("Longer than %(max)s characters.")
+NOT_A_DATE = N_(
+    "Not an ISO 8601 date or time (%(value)s); write e.g. 2024-03-01 or 2024-03-01T14:05:00+01:00."
+)
+IN_THE_FUTURE = N_("Lies in the future.")
+SAME_ADDRESS = N_("The same address as line %(line)s.")
+MORE_ERRORS = N_("... and %(n)s more errors.")
+INTERNAL_ERROR = N_("Internal error: %(name)s")
+# The stored messages with values in them, to find their msgid again.
+TEMPLATES = (TOO_MANY_CELLS, TOO_LONG, NOT_A_DATE, SAME_ADDRESS, MORE_ERRORS, INTERNAL_ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +74,14 @@ class RowError:
     def as_dict(self) -> dict[str, Any]:
         """The form stored in ImportJob.errors."""
         return {"line": self.line, "field": self.field, "message": self.message}
+
+
+def shown_errors(stored: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A job's stored errors, each message in the language of the page showing them."""
+    return [
+        {**error, "message": in_page_language(str(error.get("message", "")), TEMPLATES)}
+        for error in stored or []
+    ]
 
 
 @dataclass
@@ -97,9 +121,8 @@ def validate_rows(
         if on_progress is not None and seen % PROGRESS_EVERY == 0:
             on_progress(seen)
         if len(cells) > header_width:
-            result.add_error(
-                RowError(line, "row", f"{len(cells)} cells, but the header has {header_width}.")
-            )
+            counts = {"cells": len(cells), "columns": header_width}
+            result.add_error(RowError(line, "row", TOO_MANY_CELLS % counts))
             continue
         try:
             row = _check_row(line, cells, columns, now)
@@ -108,7 +131,7 @@ def validate_rows(
             continue
         earlier = first_line_of.setdefault(row.email_key, line)
         if earlier != line:
-            result.add_error(RowError(line, "email", f"The same address as line {earlier}."))
+            result.add_error(RowError(line, "email", SAME_ADDRESS % {"line": earlier}))
             continue
         if result.ok:
             result.rows.append(row)
@@ -124,12 +147,12 @@ def _check_row(line: int, cells: list[str], columns: dict[str, int], now: dateti
     values = {name: cells[pos] if pos < len(cells) else "" for name, pos in columns.items()}
     for name, value in values.items():
         if CONTROL_CHARACTERS.search(value):
-            raise InvalidInput(name, "Contains a line break, NUL or other control character.")
+            raise InvalidInput(name, CONTROL_IN_CELL)
     email, email_key = normalise_email(values["email"])
     name = clean_name(values.get("name"))
     source = " ".join(values.get("source", "").split())
     if len(source) > MAX_SOURCE:
-        raise InvalidInput("source", f"Longer than {MAX_SOURCE} characters.")
+        raise InvalidInput("source", TOO_LONG % {"max": MAX_SOURCE})
     consented_at = parse_consented_at(values.get("consented_at", ""), now)
     return ImportRow(line, email, email_key, name, consented_at, source)
 
@@ -140,16 +163,12 @@ def parse_consented_at(raw: str, now: datetime) -> datetime | None:
     if not value:
         return None
     if len(value) > MAX_CONSENTED_AT:
-        raise InvalidInput("consented_at", f"Longer than {MAX_CONSENTED_AT} characters.")
+        raise InvalidInput("consented_at", TOO_LONG % {"max": MAX_CONSENTED_AT})
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise InvalidInput(
-            "consented_at",
-            f"Not an ISO 8601 date or time ({value!r}); write e.g. 2024-03-01 or "
-            "2024-03-01T14:05:00+01:00.",
-        ) from exc
+        raise InvalidInput("consented_at", NOT_A_DATE % {"value": repr(value)}) from exc
     parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     if parsed > now + FUTURE_TOLERANCE:
-        raise InvalidInput("consented_at", "Lies in the future.")
+        raise InvalidInput("consented_at", IN_THE_FUTURE)
     return parsed

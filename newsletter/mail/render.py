@@ -8,10 +8,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import current_app, render_template, url_for
-from flask_babel import force_locale, gettext
+from flask_babel import force_locale, get_locale, gettext
 from sqlalchemy import select
 
-from ..campaigns.compose import personalise
+from ..campaigns.compose import layout_locale, personalise, stored_rendering
 from ..campaigns.service import render_in_mail_language
 from ..extensions import db
 from ..models import (
@@ -199,16 +199,23 @@ def neutral_link(mailing_list: MailingList) -> str:
     return external_url("public.subscribe_form", list=mailing_list.slug)
 
 
-def campaign_sample(campaign: Campaign, *, name: str, link: str) -> tuple[str, str]:
-    """A campaign's HTML and text exactly as a recipient gets them, with ``name``
-    and ``link`` in place of the personal parts (previews and test mails).
+def campaign_sample(
+    campaign: Campaign, *, name: str, link: str, locale: str | None = None
+) -> tuple[str, str]:
+    """A campaign's HTML and text exactly as a recipient who reads ``locale``
+    gets them, with ``name`` and ``link`` in place of the personal parts
+    (previews and test mails).
 
-    Once sending has started this is the frozen rendering that was sent.
+    ``locale`` defaults to the current language: in the console, the staff
+    member's; elsewhere the default. Once sending has started this is the
+    frozen rendering that was sent to readers of that language (the main one
+    when none of the recipients read it).
     """
+    code = layout_locale(locale or str(get_locale() or ""))
     if campaign.rendered_html is not None:
-        html, text = campaign.rendered_html, campaign.rendered_text or ""
+        html, text = stored_rendering(campaign, code)
     else:
-        rendered = render_in_mail_language(campaign)
+        rendered = render_in_mail_language(campaign, code)
         html, text = rendered.html, rendered.text
     values = {"name": name, "unsubscribe_url": link, "manage_url": link}
     return personalise(html, is_html=True, **values), personalise(text, is_html=False, **values)
@@ -218,7 +225,10 @@ def _campaign_test(row: OutboxMessage) -> OutgoingMail:
     """A campaign's test mail to the staff member who asked for it.
 
     The content is the campaign's, rendered now (a draft may have changed since
-    the test was asked for), greeting the staff member by name. The subject is
+    the test was asked for), greeting the staff member by name. Its layout is in
+    the default language, the one most recipients read: the worker does not
+    know the language of the console the test was asked from (the console's
+    preview shows the layout in that language). The subject is
     prefixed "[Test]". It carries no List-Unsubscribe, List-Unsubscribe-Post or
     List-Id: the staff member is not on the list, so a one-click header would
     offer an unsubscribe that cannot do anything, and filters keyed on List-Id
@@ -232,7 +242,10 @@ def _campaign_test(row: OutboxMessage) -> OutgoingMail:
     if campaign is None:
         raise NothingToSend("campaign deleted")
     html, text = campaign_sample(
-        campaign, name=staff.name, link=neutral_link(campaign.mailing_list)
+        campaign,
+        name=staff.name,
+        link=neutral_link(campaign.mailing_list),
+        locale=str(current_app.config["BABEL_DEFAULT_LOCALE"]),
     )
     return compose_mail(
         sender=campaign.sender,

@@ -44,10 +44,40 @@ class Campaign(db.Model):  # type: ignore[name-defined]
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Rendered once when sending starts (with placeholders for personal parts),
     # so every recipient gets the same content even if the draft were edited.
+    # This is the campaign's main rendering, with the layout (footer, link
+    # labels) in ``rendered_locale``: NULL for campaigns started before
+    # per-language renderings (migration 0006), which were rendered in the
+    # default language. The layout in the other languages its recipients
+    # needed is in ``renderings``.
     rendered_html: Mapped[str | None] = mapped_column(Text)
     rendered_text: Mapped[str | None] = mapped_column(Text)
+    rendered_locale: Mapped[str | None] = mapped_column(String(8))
 
     mailing_list: Mapped[MailingList] = relationship()
+    renderings: Mapped[list[CampaignRendering]] = relationship(
+        back_populates="campaign", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class CampaignRendering(db.Model):  # type: ignore[name-defined]
+    """A started campaign rendered with its layout in one more language.
+
+    Subject and body stay as written; only the layout around them (the
+    footer's reason, link labels, the ``lang`` attribute) is translated. Made
+    once when sending starts, like the campaign's main rendering, for each
+    configured language that one of its recipients has besides that one.
+    """
+
+    __tablename__ = "campaign_renderings"
+
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    locale: Mapped[str] = mapped_column(String(8), primary_key=True)
+    html: Mapped[str] = mapped_column(Text)
+    text: Mapped[str] = mapped_column(Text)
+
+    campaign: Mapped[Campaign] = relationship(back_populates="renderings")
 
 
 class DeliveryStatus(enum.StrEnum):

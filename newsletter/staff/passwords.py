@@ -8,6 +8,8 @@ from functools import cache
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..service_messages import page_gettext as _
+
 MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 256  # argon2 takes any length; a bound keeps requests cheap
 
@@ -50,11 +52,15 @@ def needs_rehash(password_hash: str) -> bool:
 def check_new_password(password: str, email: str) -> None:
     """Refuse a password that is short, over-long or the account's address."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise WeakPassword(f"The password must be at least {MIN_PASSWORD_LENGTH} characters.")
+        raise WeakPassword(
+            _("The password must be at least %(min)s characters.", min=MIN_PASSWORD_LENGTH)
+        )
     if len(password) > MAX_PASSWORD_LENGTH:
-        raise WeakPassword(f"The password must be at most {MAX_PASSWORD_LENGTH} characters.")
+        raise WeakPassword(
+            _("The password must be at most %(max)s characters.", max=MAX_PASSWORD_LENGTH)
+        )
     if password.strip().lower() == email.strip().lower():
-        raise WeakPassword("The password must not be the e-mail address.")
+        raise WeakPassword(_("The password must not be the e-mail address."))
 
 
 def generate_password() -> str:

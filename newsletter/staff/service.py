@@ -9,6 +9,8 @@ from sqlalchemy import func, select
 
 from ..extensions import db
 from ..models import ConsoleSetting, Role, StaffUser, utcnow
+from ..service_messages import in_page_language
+from ..service_messages import page_gettext as _
 from ..subscriptions.validation import InvalidInput, clean_name, normalise_email
 from . import audit
 from .passwords import (
@@ -24,8 +26,25 @@ REQUIRE_TWO_FACTOR = "require_two_factor"
 
 def _staff_email(raw: str) -> str:
     """A staff address, validated and lower-cased (logins are case-insensitive)."""
-    _display, key = normalise_email(raw)
+    try:
+        _display, key = normalise_email(raw)
+    except InvalidInput as exc:
+        raise _translated(exc) from exc
     return key
+
+
+def _staff_name(raw: str) -> str:
+    """A staff member's display name (the signup form's rules)."""
+    try:
+        return clean_name(raw)
+    except InvalidInput as exc:
+        raise _translated(exc) from exc
+
+
+def _translated(exc: InvalidInput) -> InvalidInput:
+    """The shared rules' refusal (English, which the signup page translates as it
+    shows it) in the console page's language."""
+    return InvalidInput(exc.field, in_page_language(exc.message))
 
 
 def get_staff(staff_id: int) -> StaffUser | None:
@@ -61,9 +80,9 @@ def create_staff(
         raise InvalidInput("password", str(exc)) from exc
     exists = db.session.scalar(select(func.count()).where(StaffUser.email == address))
     if exists:
-        raise InvalidInput("email", "A staff account with this address already exists.")
+        raise InvalidInput("email", _("A staff account with this address already exists."))
     user = StaffUser(
-        email=address, name=clean_name(name), role=role, password_hash=hash_password(password)
+        email=address, name=_staff_name(name), role=role, password_hash=hash_password(password)
     )
     db.session.add(user)
     db.session.flush()
@@ -111,7 +130,7 @@ def record_failed_login(email: str, ip: str | None) -> None:
 def change_password(user: StaffUser, current: str, new: str, *, ip: str | None = None) -> None:
     """Change a password; every other session of this account ends."""
     if not verify_password(user.password_hash, current):
-        raise InvalidInput("current_password", "The current password is wrong.")
+        raise InvalidInput("current_password", _("The current password is wrong."))
     try:
         check_new_password(new, user.email)
     except WeakPassword as exc:
@@ -136,8 +155,8 @@ def update_staff(
     before = {"role": str(user.role), "is_active": user.is_active, "name": user.name}
     demotes_owner = user.role == Role.OWNER and (role != Role.OWNER or not is_active)
     if demotes_owner and _active_owner_count() <= 1:
-        raise InvalidInput("role", "There must always be at least one active owner.")
-    user.role, user.name = role, clean_name(name)
+        raise InvalidInput("role", _("There must always be at least one active owner."))
+    user.role, user.name = role, _staff_name(name)
     if user.is_active != is_active:
         user.is_active = is_active
         user.session_version += 1  # deactivation ends its sessions at once

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 
 from ..extensions import db
 from ..models import ConsentText, MailingList, StaffUser, Subscription, utcnow
+from ..service_messages import page_gettext as _
 from ..staff import audit
 from .validation import CONTROL_CHARACTERS, SLUG_PATTERN, InvalidInput
 
@@ -47,13 +48,13 @@ def create_list(
     With ``actor`` (a change made in the console) the creation is audited.
     """
     if not SLUG_PATTERN.match(slug):
-        raise InvalidInput("slug", "Use lower-case letters, digits and hyphens (max 64).")
+        raise InvalidInput("slug", _("Use lower-case letters, digits and hyphens (max 64)."))
     name, description = _clean_name(name), _clean_text("description", description, MAX_DESCRIPTION)
     consent_text = _clean_text("consent_text", consent_text, MAX_CONSENT_TEXT)
     if not consent_text:
-        raise InvalidInput("consent_text", "A list needs a consent text.")
+        raise InvalidInput("consent_text", _("A list needs a consent text."))
     if db.session.scalar(select(MailingList.id).where(MailingList.slug == slug)):
-        raise InvalidInput("slug", f"A list named {slug!r} exists already.")
+        raise InvalidInput("slug", _("A list named %(slug)s exists already.", slug=repr(slug)))
     mailing_list = MailingList(slug=slug, name=name, description=description, is_default=False)
     db.session.add(mailing_list)
     db.session.flush()
@@ -115,7 +116,7 @@ def resolve_lists(slugs: list[str], field: str = "list") -> list[MailingList]:
             .limit(1)
         ).first()
         if default is None:
-            raise InvalidInput(field, "There is no list to subscribe to yet.")
+            raise InvalidInput(field, _("There is no list to subscribe to yet."))
         return [default]
     found = {
         m.slug: m
@@ -127,7 +128,7 @@ def resolve_lists(slugs: list[str], field: str = "list") -> list[MailingList]:
     }
     missing = [slug for slug in slugs if slug not in found]
     if missing:
-        raise InvalidInput(field, f"Unknown list: {', '.join(missing)}.")
+        raise InvalidInput(field, _("Unknown list: %(slug)s.", slug=", ".join(missing)))
     return [found[slug] for slug in slugs]
 
 
@@ -188,7 +189,7 @@ def update_list(
     mailing_list.description = _clean_text("description", description, MAX_DESCRIPTION)
     if default and not mailing_list.is_default:
         if mailing_list.archived_at is not None:
-            raise InvalidInput("default", "An archived list cannot be the default list.")
+            raise InvalidInput("default", _("An archived list cannot be the default list."))
         _make_sole_default(mailing_list)
     elif not default:
         mailing_list.is_default = False
@@ -224,7 +225,7 @@ def set_archived(
         db.session.commit()
         return mailing_list
     if archived and mailing_list.is_default:
-        raise InvalidInput("default", "Make another list the default before archiving this one.")
+        raise InvalidInput("default", _("Make another list the default before archiving this one."))
     mailing_list.archived_at = utcnow() if archived else None
     action = "list.archive" if archived else "list.unarchive"
     audit.record(actor, action, "list", list_id, details={"slug": mailing_list.slug}, ip=ip)
@@ -248,7 +249,7 @@ def _add_consent_version(
     """Insert the next version unless the text is the one in force (caller commits)."""
     text = _clean_text("consent_text", raw, MAX_CONSENT_TEXT)
     if not text:
-        raise InvalidInput("consent_text", "A list needs a consent text.")
+        raise InvalidInput("consent_text", _("A list needs a consent text."))
     current = current_consent_text(mailing_list.id)
     if text == current.text:
         return None
@@ -286,10 +287,12 @@ def _snapshot(mailing_list: MailingList) -> dict[str, Any]:
 def _clean_name(raw: str) -> str:
     """A list name: one line, 1 to MAX_NAME characters."""
     if CONTROL_CHARACTERS.search(raw or ""):
-        raise InvalidInput("name", "The name contains control characters.")
+        raise InvalidInput("name", _("The name contains control characters."))
     name = " ".join((raw or "").split())
     if not name or len(name) > MAX_NAME:
-        raise InvalidInput("name", f"Give the list a name of 1 to {MAX_NAME} characters.")
+        raise InvalidInput(
+            "name", _("Give the list a name of 1 to %(max)s characters.", max=MAX_NAME)
+        )
     return name
 
 
@@ -297,7 +300,7 @@ def _clean_text(field: str, raw: str, limit: int) -> str:
     """A longer text: line ends normalised, trimmed, bounded, no control characters."""
     text = (raw or "").replace("\r\n", "\n").replace("\r", "\n").strip()
     if TEXT_CONTROL_CHARACTERS.search(text):
-        raise InvalidInput(field, "The text contains control characters.")
+        raise InvalidInput(field, _("The text contains control characters."))
     if len(text) > limit:
-        raise InvalidInput(field, f"Use at most {limit} characters.")
+        raise InvalidInput(field, _("Use at most %(max)s characters.", max=limit))
     return text

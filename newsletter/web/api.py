@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import force_locale
 from werkzeug.exceptions import HTTPException
 
 from ..extensions import limiter
@@ -57,17 +58,20 @@ def create_subscription() -> ResponseReturnValue:
     if not data.get("email"):
         return _error(422, "'email' is required.", "email")
     try:
-        request_subscription(
-            SignupRequest(
-                email=data["email"],
-                name=data.get("name"),
-                list_slugs=list(data.get("lists") or []),
-                locale=data.get("locale"),
-                channel=Channel.API,
-                evidence=evidence_from_request(request),
-                lists_field="lists",
+        # The API speaks English whatever the Accept-Language (clients show
+        # their own texts; see docs/embedding.md), so service messages too.
+        with force_locale("en"):
+            request_subscription(
+                SignupRequest(
+                    email=data["email"],
+                    name=data.get("name"),
+                    list_slugs=list(data.get("lists") or []),
+                    locale=data.get("locale"),
+                    channel=Channel.API,
+                    evidence=evidence_from_request(request),
+                    lists_field="lists",
+                )
             )
-        )
     except InvalidInput as exc:
         return _error(422, exc.message, exc.field)
     return jsonify(status="accepted", message="Check your inbox to confirm."), 202
