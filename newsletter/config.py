@@ -60,7 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_RETRY_BASE_SECONDS": 30,
     # Campaign sending (DESIGN §4). SEND_RATE (messages/s, all workers together;
     # 0 = unlimited) is above.
-    "DELIVERY_BATCH_SIZE": 200,
+    "DELIVERY_BATCH_SIZE": 500,
     "DELIVERY_LEASE_SECONDS": 300,
     "DELIVERY_MAX_ATTEMPTS": 8,
     "DELIVERY_RETRY_BASE_SECONDS": 60,
