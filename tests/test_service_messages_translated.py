@@ -90,6 +90,37 @@ def test_campaign_refusals(
     )
 
 
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_a_refused_campaign_action_names_the_state_in_the_page_language(
+    console: Callable[..., StaffClient], default_list: MailingList, lang: str
+) -> None:
+    editor = console(lang)
+    draft = create_campaign("nyhedsbrev", "Nyt i november", "Hej", SENDER)
+    refused = editor.post(f"/admin/campaigns/{draft.id}/pause", follow_redirects=True)
+    says(
+        page(refused),
+        lang,
+        "Udsendelsen kan ikke sættes på pause: den er kladde.",
+        "This campaign cannot be paused: it is draft.",
+    )
+
+
+# -- subscriber search --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("lang", LANGUAGES)
+def test_search_refusals(
+    console: Callable[..., StaffClient], default_list: MailingList, lang: str
+) -> None:
+    viewer = console(lang, Role.VIEWER)
+    for query, danish, english in [
+        ("q=a", "Skriv mindst 3 tegn for at søge.", "Type at least 3 characters to search."),
+        ("status=deleted", "Ukendt status.", "Unknown status."),
+        ("q=ab%0Dc", "Søgningen indeholder kontroltegn.", "The search contains control"),
+    ]:
+        says(page(viewer.get(f"/admin/subscribers?{query}")), lang, danish, english)
+
+
 # -- staff accounts -----------------------------------------------------------------------------
 
 

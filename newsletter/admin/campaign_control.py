@@ -12,6 +12,7 @@ from collections.abc import Callable
 from flask import flash, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_babel import pgettext
 
 from ..campaigns import service
 from ..extensions import db
@@ -53,7 +54,10 @@ def campaign_start(campaign_id: int) -> ResponseReturnValue:
         queued = service.start_campaign(campaign_id, when, actor=staff(), ip=client_ip())
     except service.CampaignStateError:
         db.session.rollback()
-        flash(_("This campaign cannot be started: it is %(s)s.", s=campaign.status), "error")
+        flash(
+            _("This campaign cannot be started: it is %(s)s.", s=state_label(campaign.status)),
+            "error",
+        )
     else:
         if when is not None:
             at = when.strftime("%Y-%m-%d %H:%M")
@@ -61,6 +65,12 @@ def campaign_start(campaign_id: int) -> ResponseReturnValue:
         else:
             flash(_("Sending has started: %(n)s recipients queued.", n=queued), "success")
     return _back(campaign_id)
+
+
+def state_label(status: str) -> str:
+    """A campaign status in the page's language: the words templates/_labels.html uses
+    (msgctxt "state"), so the catalogue already holds them."""
+    return pgettext("state", str(status))
 
 
 def _control(
@@ -72,7 +82,7 @@ def _control(
         action(campaign_id, actor=staff(), ip=client_ip())
     except service.CampaignStateError:
         db.session.rollback()
-        flash(refused % {"s": campaign.status}, "error")
+        flash(refused % {"s": state_label(campaign.status)}, "error")
     else:
         flash(done, "success")
     return _back(campaign_id)

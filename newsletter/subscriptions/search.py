@@ -21,6 +21,7 @@ from sqlalchemy.orm import InstrumentedAttribute, selectinload
 
 from ..extensions import db
 from ..models import MailingList, Subscriber, Subscription, SubscriptionStatus
+from ..service_messages import page_gettext as _
 from .validation import CONTROL_CHARACTERS, MAX_EMAIL, SLUG_PATTERN, InvalidInput
 
 MIN_QUERY = 3  # pg_trgm indexes trigrams: a shorter fragment cannot use the index
@@ -58,25 +59,25 @@ def parse_filter(args: Mapping[str, str]) -> SubscriberFilter:
     raw_query = args.get("q") or ""
     # Looked for before whitespace is collapsed: split() would eat CR, LF and TAB.
     if CONTROL_CHARACTERS.search(raw_query):
-        raise InvalidInput("q", "The search contains control characters.")
+        raise InvalidInput("q", _("The search contains control characters."))
     query = " ".join(raw_query.split())
     if len(query) > MAX_EMAIL:
-        raise InvalidInput("q", f"Search for at most {MAX_EMAIL} characters.")
+        raise InvalidInput("q", _("Search for at most %(max)s characters.", max=MAX_EMAIL))
     if query and len(query) < MIN_QUERY:
-        raise InvalidInput("q", f"Type at least {MIN_QUERY} characters to search.")
+        raise InvalidInput("q", _("Type at least %(min)s characters to search.", min=MIN_QUERY))
     slug = (args.get("list") or "").strip()
     list_id = None
     if slug:
         if not SLUG_PATTERN.match(slug):
-            raise InvalidInput("list", "Unknown list.")
+            raise InvalidInput("list", _("Unknown list."))
         list_id = db.session.scalar(select(MailingList.id).where(MailingList.slug == slug))
         if list_id is None:
-            raise InvalidInput("list", "Unknown list.")
+            raise InvalidInput("list", _("Unknown list."))
     raw_status = (args.get("status") or "").strip()
     try:
         status = SubscriptionStatus(raw_status) if raw_status else None
     except ValueError:
-        raise InvalidInput("status", "Unknown status.") from None
+        raise InvalidInput("status", _("Unknown status.")) from None
     return SubscriberFilter(query=query, list_id=list_id, list_slug=slug, status=status)
 
 

@@ -6,6 +6,8 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
+from ..service_messages import page_gettext as _
+
 MAX_EMAIL = 254
 MAX_NAME = 200
 MAX_LISTS = 20
@@ -79,5 +81,7 @@ def clean_locale(raw: str | None, languages: list[str]) -> str | None:
     if raw in (None, ""):
         return None
     if raw not in languages:
-        raise InvalidInput("locale", f"Choose one of: {', '.join(languages)}.")
+        # Made from the list of languages, so translated here, not by the page.
+        choices = ", ".join(languages)
+        raise InvalidInput("locale", _("Choose one of: %(choices)s.", choices=choices))
     return raw
