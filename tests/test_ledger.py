@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,7 @@ from newsletter.subscriptions.service import SignupRequest, request_subscription
 
 from .conftest import TEST_SECRET
 from .fixtures.mailflow import link_path
+from .fixtures.threads import sign_up_from_threads
 
 ORIGIN_HEADERS = {"Origin": "http://localhost"}
 
@@ -381,32 +381,12 @@ def test_chain_stays_linear_under_concurrent_signups(app: Flask, default_list: M
     its single writer (BEGIN IMMEDIATE); either way no two events may share a
     predecessor."""
     threads_n, per_thread = 8, 10
-    db.session.commit()  # hold no transaction (and no SQLite lock) while the threads run
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(threads_n)
-
-    def work(number: int) -> None:
-        try:
-            with app.app_context():
-                barrier.wait(timeout=30)
-                for i in range(per_thread):
-                    request_subscription(
-                        SignupRequest(
-                            email=f"t{number}-{i}@example.org",
-                            channel=Channel.API,
-                            evidence=Evidence(ip="192.0.2.0/24", user_agent=f"thread {number}"),
-                        )
-                    )
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(threads_n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a signup thread hung"
-    assert errors == []
+    sign_up_from_threads(
+        app,
+        lambda number: [f"t{number}-{i}@example.org" for i in range(per_thread)],
+        threads_n,
+        timeout=120,
+    )
 
     total = threads_n * per_thread
     report = verify_chain()

@@ -8,7 +8,6 @@ one subscriber, one confirmation mail per resend window, and an intact chain.
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 from flask import Flask
@@ -26,35 +25,13 @@ from newsletter.models import (
 )
 from newsletter.subscriptions.service import SignupRequest, request_subscription
 
+from .fixtures.threads import sign_up_from_threads
+
 THREADS = 6
 
 
 def _sign_up_at_once(app: Flask, email: str) -> None:
-    db.session.commit()  # hold no transaction (and no SQLite lock) while the threads run
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(THREADS)
-
-    def work(number: int) -> None:
-        try:
-            with app.app_context():
-                barrier.wait(timeout=30)
-                request_subscription(
-                    SignupRequest(
-                        email=email,
-                        channel=Channel.API,
-                        evidence=Evidence(ip="192.0.2.0/24", user_agent=f"thread {number}"),
-                    )
-                )
-        except BaseException as exc:  # reported by the main thread
-            errors.append(exc)
-
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(THREADS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(t.is_alive() for t in threads), "a signup thread hung"
-    assert errors == []
+    sign_up_from_threads(app, lambda _number: [email], THREADS)
 
 
 def _count(model: type) -> int:
