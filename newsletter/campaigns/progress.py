@@ -1,23 +1,79 @@
-"""What the worker shows while it sends: a live line on a terminal, log lines otherwise."""
+"""Campaign progress: counts, pace and time left, and what the worker shows while it
+sends (a live line on a terminal, log lines otherwise)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import time
+from dataclasses import asdict, dataclass
 from typing import TextIO
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..extensions import db
-from ..models.campaigns import Campaign, CampaignStatus
-from .delivery import DeliveryBatch
-from .service import CampaignProgress, campaign_progress
+from ..models import utcnow
+from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatus
+from .outcomes import DeliveryBatch
 
 log = logging.getLogger(__name__)
 
 FINISHED = (CampaignStatus.DONE, CampaignStatus.CANCELLED)
 BAR_WIDTH = 30
+
+
+@dataclass(frozen=True)
+class CampaignProgress:
+    """Counts and pace for one campaign."""
+
+    id: int
+    status: str
+    total: int
+    queued: int
+    sent: int
+    failed: int
+    skipped: int
+    cancelled: int
+    rate: float  # messages per second since the start
+    eta_seconds: float | None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready."""
+        return asdict(self)
+
+
+def campaign_progress(campaign_id: int) -> CampaignProgress:
+    """Counts by delivery status, the average rate so far and the time left."""
+    campaign = db.session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise LookupError(f"no campaign {campaign_id}")
+    counts = dict(
+        db.session.execute(
+            select(Delivery.status, func.count())
+            .where(Delivery.campaign_id == campaign_id)
+            .group_by(Delivery.status)
+        ).all()
+    )
+    sent = counts.get(DeliveryStatus.SENT, 0)
+    queued = counts.get(DeliveryStatus.QUEUED, 0)
+    rate = 0.0
+    if campaign.started_at and sent:
+        end = campaign.finished_at or utcnow()
+        elapsed = max((end - campaign.started_at).total_seconds(), 1e-3)
+        rate = sent / elapsed
+    eta = queued / rate if rate and queued else (0.0 if not queued else None)
+    return CampaignProgress(
+        id=campaign.id,
+        status=str(campaign.status),
+        total=sum(counts.values()),
+        queued=queued,
+        sent=sent,
+        failed=counts.get(DeliveryStatus.FAILED, 0),
+        skipped=counts.get(DeliveryStatus.SKIPPED, 0),
+        cancelled=counts.get(DeliveryStatus.CANCELLED, 0),
+        rate=round(rate, 1),
+        eta_seconds=round(eta, 1) if eta is not None else None,
+    )
 
 
 class ProgressReporter:

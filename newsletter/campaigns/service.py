@@ -1,25 +1,22 @@
-"""Campaign lifecycle: create, edit, start (or schedule), pause, resume, cancel, status.
+"""Campaign lifecycle: start (or schedule), pause, resume, cancel, publish, test mail.
 
+Drafts are made and edited in ``editing.py`` and progress is counted in
+``progress.py``; both are re-exported here, so callers have one service.
 Changes made in the console pass ``actor``: their audit entry is written in
 the same transaction as the change. The command line passes none (not audited).
 """
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass
 from datetime import datetime
-from email.utils import parseaddr
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from flask_babel import force_locale
 from sqlalchemy import func, insert, literal, select, update
 
 from ..extensions import db
 from ..models import (
-    MailingList,
     OutboxKind,
     OutboxMessage,
     OutboxStatus,
@@ -29,128 +26,41 @@ from ..models import (
     utcnow,
 )
 from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatus
-from ..service_messages import page_gettext as _
 from ..staff import audit
-from ..subscriptions.validation import CONTROL_CHARACTERS, InvalidInput
 from .compose import RenderedCampaign, render_campaign, store_renderings
+from .editing import (
+    EDITABLE,
+    MAX_BODY,
+    MAX_SENDER,
+    MAX_SUBJECT,
+    CampaignStateError,
+    create_campaign,
+    locked_campaign,
+    update_campaign,
+)
+from .progress import CampaignProgress, campaign_progress
 from .recipients import layout_languages
 
-MAX_SUBJECT = 200
-MAX_BODY = 500_000
-MAX_SENDER = 320
-
-
-class CampaignStateError(Exception):
-    """The requested change does not apply to the campaign's current state."""
-
-
-def create_campaign(
-    list_slug: str,
-    subject: str,
-    body_markdown: str,
-    sender: str | None = None,
-    *,
-    actor: StaffUser | None = None,
-    ip: str | None = None,
-) -> Campaign:
-    """Create a draft campaign and commit."""
-    mailing_list, subject, sender = _checked(list_slug, subject, body_markdown, sender)
-    campaign = Campaign(
-        list_id=mailing_list.id, subject=subject, body_markdown=body_markdown, sender=sender
-    )
-    db.session.add(campaign)
-    db.session.flush()
-    if actor is not None:
-        details = _snapshot(campaign, mailing_list.slug)
-        audit.record(actor, "campaign.create", "campaign", campaign.id, details=details, ip=ip)
-    db.session.commit()
-    return campaign
-
-
-EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
-
-
-def update_campaign(
-    campaign_id: int,
-    *,
-    list_slug: str,
-    subject: str,
-    body_markdown: str,
-    sender: str,
-    actor: StaffUser,
-    ip: str | None = None,
-) -> Campaign:
-    """Change a draft or scheduled campaign and commit; audited with before/after.
-
-    Refused once sending has started: the worker reads subject and sender for
-    every batch, so an edit then would change mails half-way through a send.
-    """
-    campaign = _locked(campaign_id)
-    if campaign.status not in EDITABLE:
-        raise CampaignStateError(f"campaign {campaign_id} is {campaign.status}")
-    before = _snapshot(campaign, campaign.mailing_list.slug)
-    mailing_list, subject, sender = _checked(list_slug, subject, body_markdown, sender)
-    campaign.list_id, campaign.mailing_list = mailing_list.id, mailing_list
-    campaign.subject, campaign.sender, campaign.body_markdown = subject, sender, body_markdown
-    changed = audit.changes(before, _snapshot(campaign, mailing_list.slug))
-    if changed:
-        audit.record(actor, "campaign.update", "campaign", campaign_id, details=changed, ip=ip)
-    db.session.commit()
-    return campaign
-
-
-def _checked(
-    list_slug: str, subject: str, body_markdown: str, sender: str | None
-) -> tuple[MailingList, str, str]:
-    """Validate a campaign's fields: (its open list, subject, sender)."""
-    subject = subject.strip()
-    if not subject or len(subject) > MAX_SUBJECT:
-        raise InvalidInput(
-            "subject", _("Give a subject of 1 to %(max)s characters.", max=MAX_SUBJECT)
-        )
-    if CONTROL_CHARACTERS.search(subject):
-        raise InvalidInput("subject", _("The subject contains control characters."))
-    if not body_markdown.strip() or len(body_markdown) > MAX_BODY:
-        raise InvalidInput("body", _("Give a body of 1 to %(max)s characters.", max=MAX_BODY))
-    mailing_list = db.session.scalar(select(MailingList).where(MailingList.slug == list_slug))
-    if mailing_list is None or mailing_list.archived_at is not None:
-        raise InvalidInput("list", _("Unknown list: %(slug)s.", slug=list_slug))
-    sender = (sender or current_app.config["MAIL_DEFAULT_SENDER"]).strip()
-    if CONTROL_CHARACTERS.search(sender) or len(sender) > MAX_SENDER:
-        raise InvalidInput("sender", _("The sender is too long or contains control characters."))
-    try:
-        # Syntax only: the operator's own domain may be a special-use one (.test).
-        validate_email(
-            parseaddr(sender)[1],
-            check_deliverability=False,
-            globally_deliverable=False,
-            test_environment=True,
-        )
-    except EmailNotValidError as exc:
-        raise InvalidInput(
-            "sender", _("The sender needs a valid address (%(reason)s).", reason=exc)
-        ) from exc
-    return mailing_list, subject, sender
-
-
-def _snapshot(campaign: Campaign, list_slug: str) -> dict[str, Any]:
-    """The audited fields; the body as its size and digest (it may be 500 kB)."""
-    digest = hashlib.sha256(campaign.body_markdown.encode()).hexdigest()[:16]
-    return {
-        "list": list_slug,
-        "subject": campaign.subject,
-        "sender": campaign.sender,
-        "body": f"{len(campaign.body_markdown)} chars, sha256 {digest}",
-    }
-
-
-def _locked(campaign_id: int) -> Campaign:
-    campaign = db.session.scalar(
-        select(Campaign).where(Campaign.id == campaign_id).with_for_update()
-    )
-    if campaign is None:
-        raise LookupError(f"no campaign {campaign_id}")
-    return campaign
+__all__ = [
+    "EDITABLE",
+    "MAX_BODY",
+    "MAX_SENDER",
+    "MAX_SUBJECT",
+    "CampaignProgress",
+    "CampaignStateError",
+    "campaign_progress",
+    "cancel_campaign",
+    "create_campaign",
+    "pause_campaign",
+    "queue_test_mail",
+    "render_campaign",
+    "render_in_mail_language",
+    "resume_campaign",
+    "set_public",
+    "start_campaign",
+    "start_due_campaigns",
+    "update_campaign",
+]
 
 
 def start_campaign(
@@ -164,7 +74,7 @@ def start_campaign(
 
     Returns the number of deliveries queued (0 when scheduled).
     """
-    campaign = _locked(campaign_id)
+    campaign = locked_campaign(campaign_id)
     if campaign.status not in EDITABLE:
         raise CampaignStateError(f"campaign {campaign_id} is {campaign.status}")
     before = str(campaign.status)
@@ -247,7 +157,7 @@ def pause_campaign(
     campaign_id: int, *, actor: StaffUser | None = None, ip: str | None = None
 ) -> None:
     """Stop handing out batches; the batch in flight finishes."""
-    campaign = _locked(campaign_id)
+    campaign = locked_campaign(campaign_id)
     _change_status(campaign, {CampaignStatus.SENDING, CampaignStatus.SCHEDULED}, actor, ip)
 
 
@@ -255,7 +165,7 @@ def resume_campaign(
     campaign_id: int, *, actor: StaffUser | None = None, ip: str | None = None
 ) -> None:
     """Continue a paused campaign where it stopped."""
-    campaign = _locked(campaign_id)
+    campaign = locked_campaign(campaign_id)
     _change_status(campaign, {CampaignStatus.PAUSED}, actor, ip)
 
 
@@ -263,7 +173,7 @@ def cancel_campaign(
     campaign_id: int, *, actor: StaffUser | None = None, ip: str | None = None
 ) -> None:
     """Stop for good: queued deliveries become cancelled."""
-    campaign = _locked(campaign_id)
+    campaign = locked_campaign(campaign_id)
     allowed = set(CampaignStatus) - {CampaignStatus.DONE, CampaignStatus.CANCELLED}
     _change_status(campaign, allowed, actor, ip, cancel=True)
 
@@ -315,7 +225,7 @@ def _audit_status(
 
 def set_public(campaign_id: int, public: bool, *, actor: StaffUser, ip: str | None = None) -> None:
     """Show the campaign in the public archive (once sent), or hide it; commit."""
-    campaign = _locked(campaign_id)
+    campaign = locked_campaign(campaign_id)
     if campaign.is_public != public:
         campaign.is_public = public
         details = {"public": {"before": not public, "after": public}}
@@ -329,7 +239,7 @@ def queue_test_mail(campaign_id: int, recipient: StaffUser, *, ip: str | None = 
     The worker sends it like every mail. False when one is still queued for
     this person and campaign (a double click sends one test, not two).
     """
-    campaign = _locked(campaign_id)
+    campaign = locked_campaign(campaign_id)
     waiting = db.session.scalars(
         select(OutboxMessage.payload).where(
             OutboxMessage.kind == OutboxKind.CAMPAIGN_TEST,
@@ -351,57 +261,3 @@ def queue_test_mail(campaign_id: int, recipient: StaffUser, *, ip: str | None = 
     audit.record(recipient, "campaign.test_mail", "campaign", campaign.id, ip=ip)
     db.session.commit()
     return True
-
-
-@dataclass(frozen=True)
-class CampaignProgress:
-    """Counts and pace for one campaign."""
-
-    id: int
-    status: str
-    total: int
-    queued: int
-    sent: int
-    failed: int
-    skipped: int
-    cancelled: int
-    rate: float  # messages per second since the start
-    eta_seconds: float | None
-
-    def as_dict(self) -> dict[str, object]:
-        """JSON-ready."""
-        return asdict(self)
-
-
-def campaign_progress(campaign_id: int) -> CampaignProgress:
-    """Counts by delivery status, the average rate so far and the time left."""
-    campaign = db.session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise LookupError(f"no campaign {campaign_id}")
-    counts = dict(
-        db.session.execute(
-            select(Delivery.status, func.count())
-            .where(Delivery.campaign_id == campaign_id)
-            .group_by(Delivery.status)
-        ).all()
-    )
-    sent = counts.get(DeliveryStatus.SENT, 0)
-    queued = counts.get(DeliveryStatus.QUEUED, 0)
-    rate = 0.0
-    if campaign.started_at and sent:
-        end = campaign.finished_at or utcnow()
-        elapsed = max((end - campaign.started_at).total_seconds(), 1e-3)
-        rate = sent / elapsed
-    eta = queued / rate if rate and queued else (0.0 if not queued else None)
-    return CampaignProgress(
-        id=campaign.id,
-        status=str(campaign.status),
-        total=sum(counts.values()),
-        queued=queued,
-        sent=sent,
-        failed=counts.get(DeliveryStatus.FAILED, 0),
-        skipped=counts.get(DeliveryStatus.SKIPPED, 0),
-        cancelled=counts.get(DeliveryStatus.CANCELLED, 0),
-        rate=round(rate, 1),
-        eta_seconds=round(eta, 1) if eta is not None else None,
-    )
