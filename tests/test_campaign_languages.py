@@ -387,7 +387,7 @@ def test_migration_0006_keeps_a_sending_campaign_and_its_deliveries() -> None:
         assert "rendered_locale" not in columns
 
 
-def test_the_console_preview_is_in_the_console_language_and_the_test_mail_in_the_default(
+def test_the_console_preview_and_the_test_mail_are_in_the_console_language(
     default_list: MailingList,
     subscribed: Subscribed,
     deliver: Deliver,
@@ -404,10 +404,13 @@ def test_the_console_preview_is_in_the_console_language_and_the_test_mail_in_the
 
     assert LAYOUT["da"].reason in preview("da")
     assert LAYOUT["en"].reason in preview("en")
-    assert editor.post(f"/admin/campaigns/{campaign.id}/test?lang=en").status_code == 302
-    [test_mail] = deliver()
-    assert LAYOUT["da"].reason in text_of(test_mail)
-    assert LAYOUT["da"].reason in html_of(test_mail)
+    for lang in ("en", "da"):
+        assert editor.post(f"/admin/campaigns/{campaign.id}/test?lang={lang}").status_code == 302
+        [test_mail] = deliver()
+        assert LAYOUT[lang].reason in text_of(test_mail)
+        assert LAYOUT[lang].reason in html_of(test_mail)
+        other = LAYOUT["da" if lang == "en" else "en"].reason
+        assert other not in text_of(test_mail)
 
     start_campaign(campaign.id)
     mails = by_recipient(deliver())

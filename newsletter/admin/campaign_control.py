@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from flask import flash, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_babel import get_locale, pgettext
 from flask_babel import gettext as _
-from flask_babel import pgettext
 
 from ..campaigns import service
 from ..extensions import db
@@ -34,7 +34,8 @@ def campaign_test(campaign_id: int) -> ResponseReturnValue:
     """Queue a test mail to oneself; the worker sends it like every mail."""
     loaded(campaign_id)
     me = staff()
-    if service.queue_test_mail(campaign_id, me, ip=client_ip()):
+    # Its layout in the language this console is shown in, like the preview.
+    if service.queue_test_mail(campaign_id, me, locale=str(get_locale()), ip=client_ip()):
         flash(_("A test mail to %(email)s is on its way.", email=me.email), "success")
     else:
         flash(_("A test mail to %(email)s is still waiting to be sent.", email=me.email), "info")

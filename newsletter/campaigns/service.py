@@ -233,11 +233,14 @@ def set_public(campaign_id: int, public: bool, *, actor: StaffUser, ip: str | No
     db.session.commit()
 
 
-def queue_test_mail(campaign_id: int, recipient: StaffUser, *, ip: str | None = None) -> bool:
+def queue_test_mail(
+    campaign_id: int, recipient: StaffUser, *, locale: str | None = None, ip: str | None = None
+) -> bool:
     """Put a test of the campaign for ``recipient`` in the outbox; commit.
 
-    The worker sends it like every mail. False when one is still queued for
-    this person and campaign (a double click sends one test, not two).
+    The worker sends it like every mail, with its layout in ``locale`` (the
+    console's language; default: the app's). False when one is still queued
+    for this person and campaign (a double click sends one test, not two).
     """
     campaign = locked_campaign(campaign_id)
     waiting = db.session.scalars(
@@ -254,7 +257,7 @@ def queue_test_mail(campaign_id: int, recipient: StaffUser, *, ip: str | None = 
         OutboxMessage(
             kind=OutboxKind.CAMPAIGN_TEST,
             staff_user_id=recipient.id,
-            payload={"campaign": campaign.id},
+            payload={"campaign": campaign.id, **({"locale": locale} if locale else {})},
             next_attempt_at=utcnow(),
         )
     )

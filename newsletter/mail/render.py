@@ -226,9 +226,8 @@ def _campaign_test(row: OutboxMessage) -> OutgoingMail:
 
     The content is the campaign's, rendered now (a draft may have changed since
     the test was asked for), greeting the staff member by name. Its layout is in
-    the default language, the one most recipients read: the worker does not
-    know the language of the console the test was asked from (the console's
-    preview shows the layout in that language). The subject is
+    the language of the console the test was asked from (the payload's
+    ``locale``, as the preview shows it), else the default language. The subject is
     prefixed "[Test]". It carries no List-Unsubscribe, List-Unsubscribe-Post or
     List-Id: the staff member is not on the list, so a one-click header would
     offer an unsubscribe that cannot do anything, and filters keyed on List-Id
@@ -245,7 +244,7 @@ def _campaign_test(row: OutboxMessage) -> OutgoingMail:
         campaign,
         name=staff.name,
         link=neutral_link(campaign.mailing_list),
-        locale=str(current_app.config["BABEL_DEFAULT_LOCALE"]),
+        locale=_configured(row.payload.get("locale")),
     )
     return compose_mail(
         sender=campaign.sender,
@@ -256,3 +255,10 @@ def _campaign_test(row: OutboxMessage) -> OutgoingMail:
         html=html,
         domain=mail_domain(),
     )
+
+
+def _configured(locale: object) -> str:
+    """``locale`` when it is one of LANGUAGES, else the default language."""
+    if isinstance(locale, str) and locale in current_app.config["LANGUAGES"]:
+        return locale
+    return str(current_app.config["BABEL_DEFAULT_LOCALE"])
