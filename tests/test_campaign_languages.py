@@ -38,8 +38,8 @@ from newsletter.campaigns import personal, service
 from newsletter.campaigns.claim import claim_deliveries
 from newsletter.campaigns.compose import RenderedCampaign
 from newsletter.campaigns.mime import EncodedBody
-from newsletter.campaigns.outcomes import DeliveryBatch
-from newsletter.campaigns.recipients import LocalisedRecipient, load_recipients
+from newsletter.campaigns.outcomes import DeliveryBatch, Recipient
+from newsletter.campaigns.recipients import load_recipients
 from newsletter.campaigns.service import create_campaign, start_campaign
 from newsletter.extensions import db
 from newsletter.models import (
@@ -370,7 +370,7 @@ def test_migration_0006_keeps_a_sending_campaign_and_its_deliveries() -> None:
     assert (campaign.rendered_locale, campaign.renderings) == (None, [])
     content = personal.load_content(1, {"da", "en"})
     assert content.languages == {}
-    english = LocalisedRecipient(2, 1, "reader@example.org", "", "k" * 32, 1, 0, "en")
+    english = Recipient(2, 1, "reader@example.org", "", "k" * 32, 1, 0, "en")
     raw = personal.render(english, content, personal.LinkTemplates.build()).data
     message = BytesParser(policy=policy.default).parsebytes(raw)
     assert isinstance(message, EmailMessage)

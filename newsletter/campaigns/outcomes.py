@@ -43,6 +43,7 @@ class Recipient:
     token_key: str
     list_id: int
     attempts: int
+    locale: str = ""  # the language of the mail's layout (a configured one)
 
 
 def mark(ids: list[int], status: DeliveryStatus) -> None:

@@ -20,7 +20,7 @@ from ..models.campaigns import Campaign, CampaignRendering
 from ..tokens import Purpose, make_token
 from .compose import MANAGE_URL, NAME, UNSUBSCRIBE_URL, main_locale, split_template
 from .mime import CampaignEnvelope, EncodedBody, build_encoded, make_envelope
-from .recipients import LocalisedRecipient
+from .outcomes import Recipient
 
 
 @dataclass(frozen=True)
@@ -113,9 +113,7 @@ class LinkTemplates:
         )
 
 
-def render(
-    recipient: LocalisedRecipient, content: CampaignContent, links: LinkTemplates
-) -> OutgoingMail:
+def render(recipient: Recipient, content: CampaignContent, links: LinkTemplates) -> OutgoingMail:
     """The signed (when configured) message for one recipient, its layout in
     the recipient's language."""
     html_body, text_body = content.bodies(recipient.locale)

@@ -7,7 +7,6 @@ recipient's language is read then too, so the mail's layout follows it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
@@ -20,13 +19,6 @@ from ..models.campaigns import DeliveryStatus, Suppression
 from .claim import Claimed, among
 from .compose import default_locale, layout_locale
 from .outcomes import DeliveryBatch, Recipient, mark
-
-
-@dataclass(frozen=True)
-class LocalisedRecipient(Recipient):
-    """A recipient with the language their mail's layout is in (a configured one)."""
-
-    locale: str = ""
 
 
 def layout_languages(list_id: int) -> list[str]:
@@ -53,7 +45,7 @@ def layout_languages(list_id: int) -> list[str]:
     return [default, *others] if default in needed else others
 
 
-def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[LocalisedRecipient]:
+def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Recipient]:
     """The batch's recipients, skipping anyone no longer active or now suppressed.
 
     The deliveries themselves came back from the claim; here one query per
@@ -80,9 +72,7 @@ def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Locali
         if digests
         else set()
     )
-    languages = set(current_app.config["LANGUAGES"])
-    default = default_locale()
-    recipients: list[LocalisedRecipient] = []
+    recipients: list[Recipient] = []
     skip: list[int] = []
     for claim in claimed:
         batch.campaigns.add(claim.campaign_id)
@@ -95,7 +85,7 @@ def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Locali
             skip.append(claim.id)
             continue
         recipients.append(
-            LocalisedRecipient(
+            Recipient(
                 claim.id,
                 claim.campaign_id,
                 person.email,
@@ -103,7 +93,7 @@ def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Locali
                 person.token_key,
                 claim.list_id,
                 claim.attempts,
-                person.locale if person.locale in languages else default,
+                layout_locale(person.locale),
             )
         )
     if skip:

@@ -87,10 +87,5 @@ def append_events(events: list[ConsentEvent]) -> None:
 
 
 def _policy_in_force(when: datetime) -> int | None:
-    """The privacy-policy version an event at ``when`` references, as append_event does.
-
-    Policy versions are being added to the ledger (issue 5); until
-    ``chain.policy_in_force_id`` exists, events reference none.
-    """
-    lookup = getattr(chain, "policy_in_force_id", None)
-    return lookup(when.date()) if lookup is not None else None
+    """The privacy-policy version an event at ``when`` references, as append_event does."""
+    return chain.policy_in_force_id(when.date())
