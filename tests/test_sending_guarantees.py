@@ -668,7 +668,10 @@ def test_a_send_rate_below_one_per_second_still_sends(
     assert sorted(counts) == addresses
     with smtp_server.recorder.lock:
         first, second = smtp_server.recorder.times
-    assert second - first >= 1.8
+    # Tokens come 2 s apart; the receipts can be closer by the first batch's
+    # one-off costs (first connection, templates), which were seen to exceed
+    # 0.2 s on a busy machine. Unthrottled, the two would be milliseconds apart.
+    assert second - first >= 1.0
     assert progress(campaign_id).status == "done"
 
 
