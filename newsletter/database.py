@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from .extensions import db
 
@@ -20,6 +20,22 @@ def init_app(app: Flask) -> None:
         engine = db.engine
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
+        event.listen(engine, "handle_error", _failed_ping_means_reconnect)
+
+
+def _failed_ping_means_reconnect(context: ExceptionContext) -> None:
+    """Treat any error in the pool's pre-ping as a dead connection, to be replaced.
+
+    When PostgreSQL goes away during the ping itself, SQLAlchemy's psycopg
+    dialect turns autocommit back off on the broken connection, and psycopg
+    refuses ("can't change 'autocommit' now: connection in transaction status
+    ACTIVE"). That ProgrammingError hides the real socket error, so the pool
+    raised it instead of reconnecting: a 500 during a restart, where the app
+    must answer 503 and then recover. A connection whose ping failed, for
+    whatever reason, is not fit for use.
+    """
+    if context.is_pre_ping:
+        context.is_disconnect = True
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -46,17 +46,22 @@ def database_counts() -> tuple[int, int, int]:
 def test_a_database_error_mid_signup_is_a_clear_503_with_nothing_written(
     app: Flask, client, default_list
 ) -> None:
-    def fail(*args: object) -> None:
-        raise OperationalError("INSERT INTO outbox", {}, Exception("server closed the connection"))
+    # The outbox row is written after the subscriber and its subscriptions,
+    # so failing it leaves earlier writes of the transaction to be undone.
+    def fail(_conn: object, _cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
+            raise OperationalError(statement, {}, Exception("server closed the connection"))
 
-    event.listen(OutboxMessage, "before_insert", fail)
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", fail)
     try:
         form = client.post(
             "/subscribe", data={"email": "a@example.org"}, headers={"Origin": ORIGIN}
         )
         api = client.post("/api/v1/subscriptions", json={"email": "b@example.org"})
     finally:
-        event.remove(OutboxMessage, "before_insert", fail)
+        event.remove(engine, "before_cursor_execute", fail)
     assert form.status_code == 503
     assert form.headers["Retry-After"] == "5"
     assert "try again" in form.get_data(as_text=True)
@@ -65,6 +70,33 @@ def test_a_database_error_mid_signup_is_a_clear_503_with_nothing_written(
     assert database_counts() == (0, 0, 0)  # the subscriber row went with the rollback
     retry = client.post("/api/v1/subscriptions", json={"email": "b@example.org"})
     assert retry.status_code == 202
+    assert database_counts() == (1, 1, 1)
+
+
+def test_a_connection_whose_ping_fails_is_replaced_not_raised(
+    app: Flask, client, default_list, monkeypatch
+) -> None:
+    """PostgreSQL going away during the pool's ping made psycopg raise a
+    ProgrammingError (autocommit could not be restored) instead of the socket
+    error, and the pool passed it on: a 500 mid-restart. Any failed ping now
+    means a new connection."""
+    assert client.get("/healthz").status_code == 200  # a connection is pooled
+    with app.app_context():
+        dialect = db.engine.dialect
+    db.session.remove()  # the connection goes back to the pool, to be pinged at checkout
+    dbapi_error = dialect.loaded_dbapi.ProgrammingError
+    pings: list[str] = []
+
+    def broken_ping(_dbapi_connection: object) -> bool:
+        pings.append("ping")
+        if len(pings) == 1:
+            raise dbapi_error("can't change 'autocommit' now: connection in transaction status")
+        return True
+
+    monkeypatch.setattr(dialect, "do_ping", broken_ping)
+    answer = client.post("/api/v1/subscriptions", json={"email": "ping@example.org"})
+    assert pings, "the pooled connection was pinged"
+    assert answer.status_code == 202
     assert database_counts() == (1, 1, 1)
 
 
