@@ -1,6 +1,6 @@
 """Bulk inserts: COPY on PostgreSQL, executemany elsewhere.
 
-An import writes up to a few hundred thousand rows in one transaction.
+An import (or a burst of events) writes up to a few hundred thousand rows in one transaction.
 PostgreSQL's COPY takes them in one stream, several times faster than an
 INSERT per row (even pipelined); SQLite's executemany is already a tight loop
 in one process. Values go through each column's own bind processing (UTC
@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Table, insert
 
-from ..extensions import db
+from .extensions import db
 
 CHUNK = 5000
 

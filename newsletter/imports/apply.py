@@ -22,7 +22,9 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import bindparam, select, update
 
+from ..bulk import bulk_insert
 from ..extensions import db
+from ..ledger.batch import append_events, pending_event
 from ..ledger.keys import email_digest, ledger_keys
 from ..models import (
     Channel,
@@ -36,9 +38,7 @@ from ..models import (
 from ..models.subscribers import new_token_key
 from ..service_messages import N_
 from ..subscriptions.lists import current_consent_text
-from .bulk import bulk_insert
 from .confirmations import chunks, queue_confirmations
-from .ledger_batch import append_events, pending_event
 from .validate import ImportRow, RowError
 
 ACTIVE, PENDING, UNCHANGED, REFUSED = "active", "pending", "unchanged", "refused"

@@ -13,9 +13,9 @@ from typing import Protocol, TypeVar
 from flask import current_app
 from sqlalchemy import select, update
 
+from ..bulk import bulk_insert
 from ..extensions import db
 from ..models import OutboxKind, OutboxMessage, Subscriber, Subscription, SubscriptionStatus
-from .bulk import bulk_insert
 from .validate import ImportRow
 
 CHUNK = 1000

@@ -1,13 +1,13 @@
-"""Appending many ledger events at once, under one lock of the ledger head.
+"""Appending events as plain column values, several under one lock of the head.
 
-``ledger.chain.append_event`` locks the head, builds one ORM object and moves
-the head, per event: right for a signup, slow for 100,000 imported rows. Here
-the keyed digests that do not depend on the chain (address, personal fields)
-are computed before the lock; under the lock only each row's hash is chained,
-and the rows go to the database in one bulk insert (bulk.py; the ORM's unit
-of work would handle them one by one). The hash is computed by
-``chain.row_hash`` itself, so ``newsletter ledger verify`` checks these events
-exactly like any other.
+``chain.append_event`` builds one mapped object per event and lets the unit
+of work insert it: fine for a confirmation, too slow for 100,000 imported
+rows, and a large share of a signup's cost. Here the keyed digests that do not
+depend on the chain (address, personal fields) are computed before the lock;
+under the lock only each row's hash is chained, and the rows go to the
+database in one statement (COPY for many, one INSERT for a few). The hash is
+computed by ``chain.row_hash`` itself, so ``newsletter ledger verify`` checks
+these events exactly like any other.
 """
 
 from __future__ import annotations
@@ -16,14 +16,20 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
-from ..ledger import chain
-from ..ledger.chain import lock_head, row_hash
-from ..ledger.keys import email_digest, ledger_keys, personal_digest
-from ..models import ConsentEvent
-from .bulk import bulk_insert
+from sqlalchemy import insert
+
+from ..bulk import bulk_insert
+from ..extensions import db
+from ..models import ConsentEvent, utcnow
+from . import chain
+from .chain import Head, PolicyInForce, lock_head, move_head, row_hash
+from .evidence import Evidence
+from .keys import email_digest, ledger_keys, personal_digest
 
 # Every column but the key, so that a column added later is never missed.
 COLUMNS = [c.key for c in ConsentEvent.__table__.columns if c.key != "id"]
+# Up to this many rows, one multi-row INSERT costs less than starting a COPY.
+COPY_FROM = 50
 
 
 def pending_event(
@@ -33,21 +39,29 @@ def pending_event(
     subscriber_id: int,
     email: str,
     email_key: str,
-    list_id: int,
+    list_id: int | None,
     consent_text_id: int | None,
     details: dict[str, Any],
-    occurred_at: datetime,
     key: bytes,
+    evidence: Evidence | None = None,
+    occurred_at: datetime | None = None,
 ) -> ConsentEvent:
     """An event's values with its chain-independent digests computed.
 
     It is a plain namespace with every column of ``consent_events`` (None
     unless set), typed as the model because ``chain.row_hash`` reads exactly
-    those attributes; building 100,000 mapped objects would cost more than
-    the hashing. An import has no request, so IP, user agent and page are
-    empty; the evidence is in ``details``.
+    those attributes; building mapped objects would cost more than the
+    hashing. ``evidence`` is the request's (an import has none: its evidence
+    is in ``details``). Without ``occurred_at`` the time is read under the
+    head lock, as ``append_event`` does, so ``seq`` order is time order.
     """
-    personal = {"email": email, "ip": None, "user_agent": None, "source_url": None}
+    evidence = evidence or Evidence()
+    personal = {
+        "email": email,
+        "ip": evidence.ip,
+        "user_agent": evidence.user_agent,
+        "source_url": evidence.source_url,
+    }
     values = dict.fromkeys(COLUMNS)
     values.update(
         occurred_at=occurred_at,
@@ -64,28 +78,34 @@ def pending_event(
     return cast(ConsentEvent, SimpleNamespace(**values))
 
 
-def append_events(events: list[ConsentEvent]) -> None:
+def append_events(events: list[ConsentEvent], policy: PolicyInForce | None = None) -> None:
     """Chain and insert ``events`` in order, in the caller's transaction.
 
-    The head is locked (``FOR UPDATE``; on SQLite the write lock is held since
+    ``policy`` is the privacy policy in force as the caller already looked it
+    up; it is looked up here when not given or when the day has changed. The
+    head is locked (``FOR UPDATE``; on SQLite the write lock is held since
     BEGIN IMMEDIATE) from here to the caller's commit, so do this last.
     """
     if not events:
         return
     key = ledger_keys()[0]
-    policy_id = _policy_in_force(events[0].occurred_at)
     head = lock_head()
+    now = utcnow()
+    day = (events[0].occurred_at or now).date()
+    policy_id = policy.version_id if policy and policy.day == day else None
+    if policy is None or policy.day != day:
+        policy_id = chain.policy_in_force_id(day)
     seq, previous = head.seq, head.row_hash
     for row in events:
         seq += 1
         row.seq, row.prev_hash = seq, previous
+        row.occurred_at = row.occurred_at or now
         if policy_id is not None:
             row.policy_version_id = policy_id
         row.row_hash = previous = row_hash(row, key)
-    bulk_insert(ConsentEvent.__table__, [dict(vars(row)) for row in events])
-    head.seq, head.row_hash = seq, previous
-
-
-def _policy_in_force(when: datetime) -> int | None:
-    """The privacy-policy version an event at ``when`` references, as append_event does."""
-    return chain.policy_in_force_id(when.date())
+    rows = [dict(vars(row)) for row in events]
+    if len(rows) >= COPY_FROM:
+        bulk_insert(ConsentEvent.__table__, rows)
+    else:
+        db.session.execute(insert(ConsentEvent.__table__), rows)
+    move_head(Head(seq, previous))

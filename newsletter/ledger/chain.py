@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, insert, select, update
 
 from ..extensions import db
 from ..models import ConsentEvent, LedgerHead, PolicyVersion, Subscriber, utcnow
@@ -74,8 +74,8 @@ def append_event(
         **personal,
     )
     row.row_hash = row_hash(row)
-    head.seq, head.row_hash = row.seq, row.row_hash
     db.session.add(row)
+    move_head(Head(row.seq, row.row_hash))
     return row
 
 
@@ -108,16 +108,40 @@ def policy_in_force_id(row_date: date) -> int | None:
     return db.session.scalar(policy_in_force_query(row_date))
 
 
-def lock_head() -> LedgerHead:
-    """The ledger head row, locked until the transaction ends: every append
-    (one event or a batch) holds it, so the chain stays strictly serial."""
-    head = db.session.execute(
-        select(LedgerHead).where(LedgerHead.id == 1).with_for_update()
-    ).scalar_one_or_none()
-    if head is None:
-        head = LedgerHead(id=1, seq=0, row_hash=GENESIS_HASH)
-        db.session.add(head)
-    return head
+@dataclass(frozen=True)
+class Head:
+    """Where the chain ends: the last event's ``seq`` and hash."""
+
+    seq: int
+    row_hash: str
+
+
+def lock_head() -> Head:
+    """The ledger head, locked until the transaction ends: every append (one
+    event or a batch) holds it, so the chain stays strictly serial.
+
+    The session's pending writes are flushed first, so that the lock is held
+    only for the appends and COMMIT. Read and written in Core (``move_head``),
+    not as a mapped object: no identity map to keep in step, and cheaper on
+    the signup path that every visitor takes.
+    """
+    db.session.flush()
+    table = LedgerHead.__table__
+    row = db.session.execute(
+        select(table.c.seq, table.c.row_hash).where(table.c.id == 1).with_for_update()
+    ).first()
+    if row is None:  # the very first append
+        db.session.execute(insert(table).values(id=1, seq=0, row_hash=GENESIS_HASH))
+        return Head(0, GENESIS_HASH)
+    return Head(row.seq, row.row_hash)
+
+
+def move_head(head: Head) -> None:
+    """Point the (locked) ledger head at the last event appended."""
+    table = LedgerHead.__table__
+    db.session.execute(
+        update(table).where(table.c.id == 1).values(seq=head.seq, row_hash=head.row_hash)
+    )
 
 
 def row_hash(row: ConsentEvent, key: bytes | None = None) -> str:
@@ -206,7 +230,8 @@ def verify_chain(batch_size: int = 1000) -> ChainReport:
             problems.append(ChainProblem(row.seq, "attributed to another subscriber"))
         expected_prev, expected_seq = row.row_hash, expected_seq + 1
 
-    head = db.session.get(LedgerHead, 1)
+    table = LedgerHead.__table__
+    head = db.session.execute(select(table.c.seq, table.c.row_hash).where(table.c.id == 1)).first()
     head_seq, head_hash = (head.seq, head.row_hash) if head else (0, GENESIS_HASH)
     if (head_seq, head_hash) != (expected_seq - 1, expected_prev):
         problems.append(
