@@ -35,7 +35,7 @@ from newsletter.models import (
     SubscriptionStatus,
     utcnow,
 )
-from newsletter.subscriptions import lifecycle, service
+from newsletter.subscriptions import lifecycle
 from newsletter.subscriptions.lists import DEFAULT_CONSENT_TEXT, create_list
 from newsletter.tokens import Purpose, make_token
 
@@ -170,15 +170,19 @@ def test_the_outbox_row_commits_or_rolls_back_with_the_signup(
     smtp_server: SMTPServer,
 ) -> None:
     """A crash after the mail was queued but before the commit leaves neither behind."""
-    real_enqueue = lifecycle.enqueue
+    real_enqueue, real_append = lifecycle.enqueue, lifecycle.append_events
 
     def enqueue_then_crash(*args: Any, **kwargs: Any) -> OutboxMessage:
         real_enqueue(*args, **kwargs)
         db.session.flush()  # the row is written ...
         raise RuntimeError("crash before commit")  # ... but the transaction never commits
 
+    def append_then_crash(*args: Any, **kwargs: Any) -> None:
+        real_append(*args, **kwargs)  # the outbox row was inserted before this
+        raise RuntimeError("crash before commit")
+
     monkeypatch.setattr(lifecycle, "enqueue", enqueue_then_crash)  # a known address
-    monkeypatch.setattr(service, "enqueue", enqueue_then_crash)  # a new address
+    monkeypatch.setattr(lifecycle, "append_events", append_then_crash)  # a new address
     with pytest.raises(RuntimeError, match="crash before commit"):
         client.post(
             "/subscribe",

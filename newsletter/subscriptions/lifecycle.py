@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Row, Select, insert, select
 
 from ..extensions import db
 from ..ledger import Evidence, append_event
+from ..ledger.batch import append_events, pending_event
 from ..ledger.chain import PolicyInForce, policy_in_force_query
+from ..ledger.keys import ledger_keys
 from ..mail.outbox import enqueue
 from ..models import (
     Channel,
@@ -19,40 +22,45 @@ from ..models import (
     ConsentText,
     MailingList,
     OutboxKind,
+    OutboxMessage,
     Subscriber,
     Subscription,
     SubscriptionStatus,
     utcnow,
 )
+from ..service_messages import page_gettext as _
+from .validation import InvalidInput
 
 ACTIVE_OR_PENDING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
 
 
+@dataclass(frozen=True)
+class Terms:
+    """What a signup agrees to: each list's consent text in force, today's policy."""
+
+    texts: dict[int, int]  # list id -> consent text id, in the order asked for
+    policy: PolicyInForce
+
+
 def request_lists(
-    subscriber: Subscriber, lists: Iterable[MailingList], channel: Channel, evidence: Evidence
+    subscriber: Subscriber, terms: Terms, channel: Channel, evidence: Evidence
 ) -> list[dict[str, Any]]:
     """Make each list pending unless already active; return the events to log.
 
     The caller appends them (``append_all``) once its other writes are done.
     """
     existing = {s.list_id: s for s in subscriber.subscriptions}
-    wanted = [
-        m
-        for m in lists
-        if m.id not in existing or existing[m.id].status != SubscriptionStatus.ACTIVE
-    ]
-    if not wanted:
-        return []
-    texts, policy = terms_in_force([m.id for m in wanted])
     now = utcnow()
     events = []
-    for mailing_list in wanted:
-        subscription = existing.get(mailing_list.id)
+    for list_id, text_id in terms.texts.items():
+        subscription = existing.get(list_id)
+        if subscription is not None and subscription.status == SubscriptionStatus.ACTIVE:
+            continue
         if subscription is None:
-            subscription = Subscription(list_id=mailing_list.id, mailing_list=mailing_list)
+            subscription = Subscription(list_id=list_id)
             subscriber.subscriptions.append(subscription)
         subscription.status = SubscriptionStatus.PENDING
-        subscription.consent_text_id = texts[mailing_list.id]
+        subscription.consent_text_id = text_id
         subscription.requested_at = now
         subscription.unsubscribed_at = None
         events.append(
@@ -61,21 +69,113 @@ def request_lists(
                 "channel": channel,
                 "subscriber": subscriber,
                 "evidence": evidence,
-                "list_id": mailing_list.id,
-                "consent_text_id": texts[mailing_list.id],
-                "policy": policy,
+                "list_id": list_id,
+                "consent_text_id": text_id,
+                "policy": terms.policy,
             }
         )
     return events
 
 
-def terms_in_force(list_ids: list[int]) -> tuple[dict[int, int], PolicyInForce]:
+@dataclass(frozen=True)
+class NewAddress:
+    """A subscriber row just inserted by a signup."""
+
+    id: int
+    email: str
+    email_key: str
+
+
+def request_lists_of_new_address(
+    subscriber: NewAddress, terms: Terms, channel: Channel, evidence: Evidence
+) -> None:
+    """A new address: every list pending, one confirmation mail, the events logged.
+
+    The same outcome as ``request_lists`` + ``maybe_send_confirmation`` +
+    ``append_all`` for an address that has nothing yet, written as three
+    plain INSERTs and one ledger append instead of mapped objects: this is
+    the path every new visitor takes, and the unit of work was most of its
+    cost (docs/performance.md, "Signup load").
+    """
+    now = utcnow()
+    list_ids = list(terms.texts)
+    db.session.execute(
+        insert(Subscription.__table__),
+        [
+            {
+                "subscriber_id": subscriber.id,
+                "list_id": list_id,
+                "status": SubscriptionStatus.PENDING,
+                "consent_text_id": text_id,
+                "requested_at": now,
+            }
+            for list_id, text_id in terms.texts.items()
+        ],
+    )
+    db.session.execute(
+        insert(OutboxMessage.__table__).values(
+            kind=OutboxKind.CONFIRM,
+            subscriber_id=subscriber.id,
+            payload={"lists": sorted(list_ids)},
+            next_attempt_at=now,
+        )
+    )
+    key = ledger_keys()[0]
+    events = [
+        pending_event(
+            event=ConsentEventType.REQUESTED,
+            channel=channel,
+            subscriber_id=subscriber.id,
+            email=subscriber.email,
+            email_key=subscriber.email_key,
+            list_id=list_id,
+            consent_text_id=text_id,
+            details={},
+            key=key,
+            evidence=evidence,
+        )
+        for list_id, text_id in terms.texts.items()
+    ]
+    append_events(events, terms.policy)
+
+
+def terms_for_slugs(slugs: list[str], field: str) -> Terms:
+    """The open lists named by ``slugs`` (the default list when none), with their terms.
+
+    One query for the lists, their consent texts and the policy; a slug that
+    names no open list is the visitor's error, reported on ``field``.
+    """
+    today = utcnow().date()
+    query = _terms_query(today).where(MailingList.archived_at.is_(None))
+    if slugs:
+        query = query.where(MailingList.slug.in_(slugs))
+    else:
+        query = query.order_by(MailingList.is_default.desc(), MailingList.id).limit(1)
+    rows = db.session.execute(query).all()
+    if not rows and not slugs:
+        raise InvalidInput(field, _("There is no list to subscribe to yet."))
+    by_slug = {row.slug: row for row in rows}
+    missing = [slug for slug in slugs if slug not in by_slug]
+    if missing:
+        raise InvalidInput(field, _("Unknown list: %(slug)s.", slug=", ".join(missing)))
+    ordered = [by_slug[slug] for slug in slugs] if slugs else rows
+    return _terms(ordered, today)
+
+
+def terms_in_force(list_ids: list[int]) -> Terms:
     """The consent text version in force for each list, and today's privacy policy.
 
     One query: what the person is shown and agrees to is the evidence, so it is
     read in the same transaction as the request it is recorded with.
     """
     today = utcnow().date()
+    rows = db.session.execute(_terms_query(today).where(MailingList.id.in_(list_ids))).all()
+    by_id = {row.id: row for row in rows}
+    return _terms([by_id[i] for i in list_ids if i in by_id], today)
+
+
+def _terms_query(today: date) -> Select[tuple[int, str, int | None, int | None]]:
+    """Lists with their newest consent text and the policy in force on ``today`` (UTC)."""
     newest_text = (
         select(ConsentText.id)
         .where(ConsentText.list_id == MailingList.id)
@@ -84,14 +184,24 @@ def terms_in_force(list_ids: list[int]) -> tuple[dict[int, int], PolicyInForce]:
         .scalar_subquery()
     )
     policy = policy_in_force_query(today).scalar_subquery()
-    rows = db.session.execute(
-        select(MailingList.id, newest_text, policy).where(MailingList.id.in_(list_ids))
-    ).all()
-    texts = {list_id: text_id for list_id, text_id, _ in rows}
-    missing = [i for i in list_ids if texts.get(i) is None]
+    return select(
+        MailingList.id,
+        MailingList.slug,
+        newest_text.label("text_id"),
+        policy.label("policy_id"),
+    )
+
+
+def _terms(rows: Sequence[Row[tuple[int, str, int | None, int | None]]], today: date) -> Terms:
+    """The rows of ``_terms_query`` as Terms; every open list must have a consent text."""
+    missing = [row.id for row in rows if row.text_id is None]
     if missing:
         raise LookupError(f"list {missing[0]} has no consent text")
-    return texts, PolicyInForce(today, rows[0][2])
+    policy_id = rows[0].policy_id if rows else None
+    return Terms(
+        texts={row.id: row.text_id for row in rows},
+        policy=PolicyInForce(today, policy_id),
+    )
 
 
 def append_all(events: list[dict[str, Any]]) -> None:

@@ -106,32 +106,6 @@ def open_lists() -> list[MailingList]:
     )
 
 
-def resolve_lists(slugs: list[str], field: str = "list") -> list[MailingList]:
-    """The open lists named by ``slugs``, or the default list when none is named."""
-    if not slugs:
-        default = db.session.scalars(
-            select(MailingList)
-            .where(MailingList.archived_at.is_(None))
-            .order_by(MailingList.is_default.desc(), MailingList.id)
-            .limit(1)
-        ).first()
-        if default is None:
-            raise InvalidInput(field, _("There is no list to subscribe to yet."))
-        return [default]
-    found = {
-        m.slug: m
-        for m in db.session.scalars(
-            select(MailingList).where(
-                MailingList.slug.in_(slugs), MailingList.archived_at.is_(None)
-            )
-        )
-    }
-    missing = [slug for slug in slugs if slug not in found]
-    if missing:
-        raise InvalidInput(field, _("Unknown list: %(slug)s.", slug=", ".join(missing)))
-    return [found[slug] for slug in slugs]
-
-
 def get_list(list_id: int) -> MailingList | None:
     """The list with this id (archived or not), or None."""
     return db.session.get(MailingList, list_id)

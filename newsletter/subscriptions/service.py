@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm.attributes import set_committed_value
 
 from ..extensions import db
 from ..ledger import Evidence, append_event
@@ -24,8 +23,17 @@ from ..models import (
     utcnow,
 )
 from ..tokens import TokenPayload
-from .lifecycle import ACTIVE_OR_PENDING, append_all, maybe_send_confirmation, request_lists
-from .lists import open_lists, resolve_lists
+from .lifecycle import (
+    ACTIVE_OR_PENDING,
+    NewAddress,
+    append_all,
+    maybe_send_confirmation,
+    request_lists,
+    request_lists_of_new_address,
+    terms_for_slugs,
+    terms_in_force,
+)
+from .lists import open_lists
 from .validation import clean_locale, clean_name, clean_slugs, normalise_email
 
 
@@ -59,38 +67,35 @@ def request_subscription(request: SignupRequest) -> None:
     name = clean_name(request.name)
     slugs = clean_slugs(request.list_slugs, request.lists_field)
     locale = clean_locale(request.locale, current_app.config["LANGUAGES"])
-    lists = resolve_lists(slugs, request.lists_field)
-    subscriber, is_new = _claim_address(email, email_key, name, locale)
-    events = request_lists(subscriber, lists, request.channel, request.evidence)
-    if is_new:  # its confirmation time was set when the row was inserted
-        enqueue(OutboxKind.CONFIRM, subscriber, lists=sorted(m.id for m in lists))
+    terms = terms_for_slugs(slugs, request.lists_field)
+    created = _insert_address(email, email_key, name, locale)
+    if created is not None:
+        request_lists_of_new_address(created, terms, request.channel, request.evidence)
     else:
+        subscriber = _lock_address(email_key)
+        events = request_lists(subscriber, terms, request.channel, request.evidence)
         maybe_send_confirmation(subscriber, respect_window=True)
-    # The ledger head lock serialises every append, so it is taken last: the
-    # subscriber, subscription and outbox writes are flushed before it, and
-    # the lock is held only for the event insert, the head update and COMMIT.
-    append_all(events)
+        # The ledger head lock serialises every append, so it is taken last:
+        # the subscriber, subscription and outbox writes are flushed before
+        # it, and the lock is held only for the event insert, the head update
+        # and COMMIT. The new-address path does the same.
+        append_all(events)
     db.session.commit()
 
 
-def _claim_address(
-    email: str, email_key: str, name: str, locale: str | None
-) -> tuple[Subscriber, bool]:
-    """The subscriber with this address key, row-locked; created if new (then True).
+def _insert_address(email: str, email_key: str, name: str, locale: str | None) -> NewAddress | None:
+    """Insert a new address and return it; None when the address is known.
 
     ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` creates a new address in
     one statement. When the address exists, or another request is creating it
     at this moment (PostgreSQL makes the insert wait for that transaction), it
-    inserts nothing and the existing row is read with ``FOR UPDATE``: two
-    signups of one address take turns, so they cannot both decide that a
-    confirmation mail is due. A new subscriber gets a confirmation at once, so
-    its ``last_confirmation_sent_at`` is written with the row. Name and
-    language are taken only from the first signup: an unauthenticated form
-    must not overwrite what a confirmed subscriber chose.
+    inserts nothing. A new subscriber gets a confirmation at once, so its
+    ``last_confirmation_sent_at`` is written with the row.
     """
     insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-    created = db.session.scalar(
-        insert(Subscriber)
+    table = Subscriber.__table__
+    created_id = db.session.scalar(
+        insert(table)
         .values(
             email=email,
             email_key=email_key,
@@ -98,16 +103,23 @@ def _claim_address(
             locale=locale or current_app.config["BABEL_DEFAULT_LOCALE"],
             last_confirmation_sent_at=utcnow(),
         )
-        .on_conflict_do_nothing(index_elements=[Subscriber.email_key])
-        .returning(Subscriber)
+        .on_conflict_do_nothing(index_elements=[table.c.email_key])
+        .returning(table.c.id)
     )
-    if created is not None:
-        set_committed_value(created, "subscriptions", [])  # new: nothing to load
-        return created, True
-    existing = db.session.scalars(
+    return None if created_id is None else NewAddress(created_id, email, email_key)
+
+
+def _lock_address(email_key: str) -> Subscriber:
+    """The known subscriber with this address key, row-locked until commit.
+
+    Two signups of one address take turns, so they cannot both decide that a
+    confirmation mail is due. Name and language are taken only from the
+    first signup: an unauthenticated form must not overwrite what a confirmed
+    subscriber chose.
+    """
+    return db.session.scalars(
         select(Subscriber).where(Subscriber.email_key == email_key).with_for_update()
     ).one()
-    return existing, False
 
 
 def subscriber_for(payload: TokenPayload) -> Subscriber:
@@ -251,8 +263,9 @@ def update_preferences(
     ]
     to_leave = [s for i, s in by_list.items() if i not in wanted_list_ids]
     withdrawn = _withdraw(subscriber, to_leave, Channel.MANAGE_PAGE, evidence)
-    append_all(request_lists(subscriber, to_join, Channel.MANAGE_PAGE, evidence))
     if to_join:
+        terms = terms_in_force([m.id for m in to_join])
+        append_all(request_lists(subscriber, terms, Channel.MANAGE_PAGE, evidence))
         maybe_send_confirmation(subscriber, respect_window=False)
 
     locale_changed = locale is not None and locale != subscriber.locale

@@ -48,12 +48,14 @@ def subscribe() -> ResponseReturnValue:
     """Accept a signup. The answer is the same whether the address was known or not."""
     if not origin_allowed():
         abort(403, description="This form may only be sent from this site or an allowed site.")
-    form = _form(SignupForm(request.form))
+    # The list choices are loaded only to show the form again: the service
+    # checks the slugs against the open lists in the query it makes anyway.
+    form = SignupForm(request.form)
     if form.website.data:
         log.info("signup honeypot filled; ignored")
         return _accepted(form)
     if not form.validate():
-        return render_template("public/subscribe.html", form=form), 400
+        return render_template("public/subscribe.html", form=_form(form)), 400
     try:
         request_subscription(
             SignupRequest(
@@ -70,7 +72,7 @@ def subscribe() -> ResponseReturnValue:
     except InvalidInput as exc:
         field = getattr(form, exc.field, form.email)
         field.errors = [*field.errors, exc.message]
-        return render_template("public/subscribe.html", form=form), 400
+        return render_template("public/subscribe.html", form=_form(form)), 400
     return _accepted(form)
 
 
