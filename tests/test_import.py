@@ -21,7 +21,7 @@ from newsletter.extensions import db
 from newsletter.imports import jobs
 from newsletter.imports.jobs import not_reactivated
 from newsletter.imports.mapping import guess_mapping
-from newsletter.imports.parse import FileProblem, decode, sniff_delimiter
+from newsletter.imports.parse import FileProblem, decode, iter_records, sniff_delimiter
 from newsletter.imports.run import LeaseLost, claim_next, run_claimed
 from newsletter.imports.validate import parse_consented_at
 from newsletter.ledger import verify_chain
@@ -478,3 +478,17 @@ def test_command_column_option_and_unknown_list(
     result = runner.invoke(args=["import", str(path), "--list", "nope"])
     assert result.exit_code == 1
     assert "No list 'nope'" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('email,name\na@example.org,"Anna\n', "a quoted field is not closed"),
+        ('email,name\na@example.org,"An"na\n', "a quotation mark inside one is not doubled"),
+        ("email,name\na@example.org," + "x" * 140_000 + "\n", "longer than 131,072 characters"),
+    ],
+)
+def test_unreadable_csv_is_explained_in_a_sentence_of_ours(text: str, words: str) -> None:
+    with pytest.raises(FileProblem, match=words) as refused:
+        list(iter_records(text, ","))
+    assert refused.value.line == 2

@@ -85,8 +85,8 @@ def test_campaign_refusals(
     says(
         page(refused),
         lang,
-        "Afsenderen skal have en gyldig adresse (",
-        "The sender needs a valid address (",
+        "Afsenderens adresse er ikke gyldig.",
+        "The sender's address is not valid.",
     )
 
 
@@ -241,6 +241,16 @@ def test_upload_refusals(
     )
     nul = upload(editor, default_list, b"email,\na@example.org,A\x00B\n")
     says(page(nul), lang, "(kolonne 2): Indeholder NUL-tegn.", "(column 2): Contains NUL.")
+    # csv's English reason ("unexpected end of data") becomes a sentence of ours.
+    unclosed = upload(editor, default_list, b'email,name\na@example.org,"Anna\n')
+    assert unclosed.status_code == 400
+    says(
+        page(unclosed),
+        lang,
+        "Filen kan ikke læses som CSV: et felt i anførselstegn er ikke afsluttet",
+        "The file cannot be read as CSV: a quoted field is not closed",
+    )
+    assert "unexpected end of data" not in page(unclosed)
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

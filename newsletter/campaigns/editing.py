@@ -109,8 +109,14 @@ def _checked(
             test_environment=True,
         )
     except EmailNotValidError as exc:
+        # A sentence of ours, not email-validator's English reason: the console
+        # is in Danish too, and the form shows what was typed.
         raise InvalidInput(
-            "sender", _("The sender needs a valid address (%(reason)s).", reason=exc)
+            "sender",
+            _(
+                "The sender's address is not valid. Write it as name@domain,"
+                " with a name before it if you like: Inklusio <nyhedsbrev@example.dk>."
+            ),
         ) from exc
     return mailing_list, subject, sender
 

@@ -16,6 +16,7 @@ from itertools import islice
 
 from flask_babel import lazy_gettext as _l
 
+from ..service_messages import N_
 from ..service_messages import page_gettext as _
 
 # The largest file the console and the command accept. At 60-100 bytes a row
@@ -119,12 +120,33 @@ def iter_records(text: str, delimiter: str) -> Iterator[tuple[int, list[str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            raise FileProblem(
-                _("The file cannot be read as CSV (%(reason)s).", reason=exc), previous_end + 1
-            ) from exc
+            raise FileProblem(_(_csv_problem(exc)), previous_end + 1) from exc
         start, previous_end = previous_end + 1, reader.line_num
         if cells and any(cell.strip() for cell in cells):
             yield start, cells
+
+
+# csv's own reasons are English and technical; each kind it has gets a sentence
+# of ours, fixed (no values in it), so that a message stored by the worker is
+# shown in the reader's language too.
+CSV_QUOTING = N_(
+    "The file cannot be read as CSV: a quoted field is not closed, or a quotation mark inside"
+    " one is not doubled."
+)
+CSV_FIELD_TOO_LONG = N_(
+    "The file cannot be read as CSV: a field is longer than 131,072 characters."
+)
+CSV_UNREADABLE = N_("The file cannot be read as CSV.")
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    """Which of our sentences says what ``exc`` means."""
+    reason = str(exc)
+    if "expected after" in reason or "unexpected end of data" in reason:
+        return CSV_QUOTING
+    if "field larger than field limit" in reason:
+        return CSV_FIELD_TOO_LONG
+    return CSV_UNREADABLE
 
 
 def data_records(table: Table) -> Iterator[tuple[int, list[str]]]:
