@@ -121,7 +121,6 @@ def apply_rows(
                 list_id=list_id,
                 consent_text_id=text_id,
                 details=details,
-                occurred_at=now,
                 key=key,
             )
         )
