@@ -92,10 +92,11 @@ def request_lists_of_new_address(
     """A new address: every list pending, one confirmation mail, the events logged.
 
     The same outcome as ``request_lists`` + ``maybe_send_confirmation`` +
-    ``append_all`` for an address that has nothing yet, written as three
-    plain INSERTs and one ledger append instead of mapped objects: this is
-    the path every new visitor takes, and the unit of work was most of its
-    cost (docs/performance.md, "Signup load").
+    ``append_all`` for an address that has nothing yet, written as plain
+    INSERTs (the subscriptions, the outbox row) and one batch ledger append
+    instead of mapped objects: this is the path every new visitor takes, and
+    the unit of work was a large share of its cost (docs/performance.md,
+    "Signup load").
     """
     now = utcnow()
     list_ids = list(terms.texts)
