@@ -543,9 +543,10 @@ FROM subscribers
 """
 
 
-def seed(app: Any, n: int) -> tuple[int, int]:
+def seed(app: Any, n: int, fillfactor: int | None = None) -> tuple[int, int]:
     """The list (with its consent text), N active subscribers, one campaign; returns
-    (list id, campaign id)."""
+    (list id, campaign id). ``fillfactor`` leaves that share of each new deliveries page
+    filled, so that a lease update can stay on its page (a HOT update, no index entries)."""
     from newsletter.campaigns.service import create_campaign
     from newsletter.extensions import db
     from newsletter.subscriptions.lists import create_list, current_consent_text
@@ -567,6 +568,8 @@ def seed(app: Any, n: int) -> tuple[int, int]:
             # A real database of this size has statistics; give these fresh tables theirs.
             conn.exec_driver_sql("ANALYZE subscribers")
             conn.exec_driver_sql("ANALYZE subscriptions")
+            if fillfactor is not None:
+                conn.exec_driver_sql(f"ALTER TABLE deliveries SET (fillfactor = {fillfactor:d})")
         campaign = create_campaign(LIST_SLUG, SUBJECT, BODY, sender=SENDER)
         return list_id, campaign.id
 
@@ -672,6 +675,22 @@ def verify(app: Any, campaign_id: int) -> tuple[dict[str, int], str, float | Non
     if p10 is not None and p90 is not None and p90 > p10:
         steady = 0.8 * sent / (p90 - p10).total_seconds()
     return counts, str(status), steady, first
+
+
+def hot_updates(app: Any) -> str:
+    """How many updates of deliveries stayed on their page (HOT: no new index entries)."""
+    from newsletter.extensions import db
+
+    with app.app_context(), db.engine.connect() as conn:
+        updates, hot, fillfactor = conn.exec_driver_sql(
+            "SELECT n_tup_upd, n_tup_hot_upd, (SELECT reloptions FROM pg_class"
+            " WHERE relname = 'deliveries') FROM pg_stat_user_tables WHERE relname = 'deliveries'"
+        ).one()
+    share = hot / updates if updates else 0.0
+    return (
+        f"deliveries: {updates:,} row updates, {hot:,} of them HOT ({share:.0%});"
+        f" storage options {fillfactor or 'default (fillfactor 100)'}"
+    )
 
 
 # ---------------------------------------------------------------------- sink
@@ -1280,6 +1299,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep-database", action="store_true", help="do not drop the database (debugging)"
     )
+    parser.add_argument(
+        "--deliveries-fillfactor",
+        type=int,
+        choices=range(10, 101),
+        metavar="10-100",
+        help="ALTER TABLE deliveries SET (fillfactor = N) before the enqueue (an experiment;"
+        " PostgreSQL's default is 100)",
+    )
     args = parser.parse_args(argv)
     if args.recipients < 1 or args.workers < 1 or args.batch_size < 1:
         parser.error("--recipients, --workers and --batch-size must be positive")
@@ -1305,7 +1332,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"seeding {args.recipients:,} subscribers ...", flush=True)
         started = time.perf_counter()
-        _, campaign_id = seed(app, args.recipients)
+        _, campaign_id = seed(app, args.recipients, args.deliveries_fillfactor)
         results.seed_seconds = time.perf_counter() - started
 
         print("enqueueing (start_campaign) ...", flush=True)
@@ -1374,6 +1401,7 @@ def main(argv: list[str] | None = None) -> int:
                 results.notes.append(f"worker {index} exited {worker.returncode}:\n{tail}")
 
         counts, status, steady, first = verify(app, campaign_id)
+        results.notes.append(hot_updates(app))
         results.status_counts, results.campaign_status = counts, status
         results.steady_rate = steady
         if first is not None:
