@@ -12,7 +12,6 @@ these events exactly like any other.
 
 from __future__ import annotations
 
-from datetime import datetime
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -21,8 +20,15 @@ from sqlalchemy import insert
 from ..bulk import bulk_insert
 from ..extensions import db
 from ..models import ConsentEvent, utcnow
-from . import chain
-from .chain import Head, PolicyInForce, lock_head, move_head, row_hash
+from .chain import (
+    Head,
+    PolicyInForce,
+    lock_head,
+    move_head,
+    personal_fields,
+    policy_in_force_id,
+    row_hash,
+)
 from .evidence import Evidence
 from .keys import email_digest, ledger_keys, personal_digest
 
@@ -44,7 +50,6 @@ def pending_event(
     details: dict[str, Any],
     key: bytes,
     evidence: Evidence | None = None,
-    occurred_at: datetime | None = None,
 ) -> ConsentEvent:
     """An event's values with its chain-independent digests computed.
 
@@ -52,19 +57,12 @@ def pending_event(
     unless set), typed as the model because ``chain.row_hash`` reads exactly
     those attributes; building mapped objects would cost more than the
     hashing. ``evidence`` is the request's (an import has none: its evidence
-    is in ``details``). Without ``occurred_at`` the time is read under the
-    head lock, as ``append_event`` does, so ``seq`` order is time order.
+    is in ``details``). The time is set by ``append_events``, under the head
+    lock as ``append_event`` does, so ``seq`` order is time order.
     """
-    evidence = evidence or Evidence()
-    personal = {
-        "email": email,
-        "ip": evidence.ip,
-        "user_agent": evidence.user_agent,
-        "source_url": evidence.source_url,
-    }
+    personal = personal_fields(email, evidence or Evidence())
     values = dict.fromkeys(COLUMNS)
     values.update(
-        occurred_at=occurred_at,
         event=str(event),
         channel=str(channel),
         subscriber_id=subscriber_id,
@@ -89,17 +87,17 @@ def append_events(events: list[ConsentEvent], policy: PolicyInForce | None = Non
     if not events:
         return
     key = ledger_keys()[0]
+    if policy is None:  # looked up before the lock, as append_event does
+        today = utcnow().date()
+        policy = PolicyInForce(today, policy_in_force_id(today))
     head = lock_head()
     now = utcnow()
-    day = (events[0].occurred_at or now).date()
-    policy_id = policy.version_id if policy and policy.day == day else None
-    if policy is None or policy.day != day:
-        policy_id = chain.policy_in_force_id(day)
+    policy_id = policy.version_on(now.date())
     seq, previous = head.seq, head.row_hash
     for row in events:
         seq += 1
         row.seq, row.prev_hash = seq, previous
-        row.occurred_at = row.occurred_at or now
+        row.occurred_at = now
         if policy_id is not None:
             row.policy_version_id = policy_id
         row.row_hash = previous = row_hash(row, key)

@@ -45,19 +45,12 @@ def append_event(
         day = utcnow().date()
         policy = PolicyInForce(day, policy_in_force_id(day))
     email_key_digest = email_digest(subscriber.email_key)
-    personal = {
-        "email": subscriber.email,
-        "ip": evidence.ip,
-        "user_agent": evidence.user_agent,
-        "source_url": evidence.source_url,
-    }
+    personal = personal_fields(subscriber.email, evidence)
     personal_hash = personal_digest(personal)
     head = lock_head()
 
     now = utcnow()
-    policy_id = policy.version_id
-    if now.date() != policy.day:  # midnight passed since the look-up
-        policy_id = policy_in_force_id(now.date())
+    policy_id = policy.version_on(now.date())
     row = ConsentEvent(
         seq=head.seq + 1,
         occurred_at=now,
@@ -85,6 +78,21 @@ class PolicyInForce:
 
     day: date
     version_id: int | None
+
+    def version_on(self, day: date) -> int | None:
+        """The version in force on ``day``: the one looked up, unless midnight
+        (UTC) has passed since, and then looked up again."""
+        return self.version_id if day == self.day else policy_in_force_id(day)
+
+
+def personal_fields(email: str | None, evidence: Evidence) -> dict[str, str | None]:
+    """An event's personal fields: hashed only through their digest, cleared by erasure."""
+    return {
+        "email": email,
+        "ip": evidence.ip,
+        "user_agent": evidence.user_agent,
+        "source_url": evidence.source_url,
+    }
 
 
 def policy_in_force_query(row_date: date) -> Select[int]:
