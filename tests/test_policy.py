@@ -1,7 +1,7 @@
 """Privacy-policy versions: import, immutability, the /privacy pages, and the ledger's reference.
 
-The controller's real policy (../shared/seed/persondatapolitik.md: site front
-matter, a Danish body with "Dato for seneste opdatering: 30.10.2023") is
+The controller's real policy (a copy kept in tests/data/persondatapolitik.md: site
+front matter, a Danish body with "Dato for seneste opdatering: 30.10.2023") is
 imported as it is.
 """
 
@@ -24,7 +24,7 @@ from newsletter.ledger.chain import row_hash
 from newsletter.models import ConsentEvent, MailingList, PolicyVersion, utcnow
 from newsletter.privacy.policy import PolicyError, import_policy, parse_policy, policy_in_force
 
-SEED = Path(__file__).resolve().parents[2] / "shared/seed/persondatapolitik.md"
+SEED = Path(__file__).resolve().parent / "data" / "persondatapolitik.md"
 ORIGIN_HEADERS = {"Origin": "http://localhost"}
 
 
