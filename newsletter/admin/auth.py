@@ -10,7 +10,7 @@ from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 
 from ..extensions import limiter
-from ..staff import service, totp
+from ..staff import login_guard, service, totp
 from ..subscriptions.validation import InvalidInput
 from . import bp
 from .access import client_ip, staff
@@ -30,9 +30,9 @@ def _too_many() -> str:
 
 
 def _by_address() -> str:
-    """Rate-limit key: the address being tried, so one account can't be guessed at
-    from many IPs either."""
-    return "login:" + (request.form.get("email") or "").strip().lower()[:320]
+    """Rate-limit key: the account being tried (a digest, see login_guard), so one
+    account can't be guessed at from many IPs, nor under another spelling."""
+    return login_guard.address_key(request.form.get("email"))
 
 
 def _safe_next(target: str | None) -> str:

@@ -6,10 +6,8 @@ import sys
 
 import click
 from flask.cli import AppGroup
-from sqlalchemy import select
 
-from ..extensions import db
-from ..models import Role, StaffUser
+from ..models import Role
 from ..subscriptions.validation import InvalidInput
 from . import service, totp
 from .passwords import generate_password
@@ -63,7 +61,7 @@ def list_command() -> None:
 @click.argument("email")
 def reset_two_factor_command(email: str) -> None:
     """Turn off someone's two-factor login (a lost phone); they enrol again."""
-    user = db.session.scalar(select(StaffUser).where(StaffUser.email == email.strip().lower()))
+    user = service.find_by_address(email)
     if user is None:
         raise click.BadParameter("no staff account with this address", param_hint="email")
     totp.disable(user, actor=None)

@@ -93,16 +93,34 @@ def create_staff(
     return user
 
 
+def login_address(typed: str) -> str:
+    """The account address a typed address names, "" when it is no valid address.
+
+    It is the uniqueness key of the shared address rules: Unicode normalised, the
+    domain in Unicode whether typed as IDNA or not, everything case-folded (so
+    ``BOSS@``, ``boss@`` and the same with a long s, U+017F, are one account). The
+    login, its rate limit and the command line all find accounts with this function.
+    """
+    try:
+        return _staff_email(typed)
+    except InvalidInput:
+        return ""
+
+
+def find_by_address(typed: str) -> StaffUser | None:
+    """The account a typed address names (see :func:`login_address`), or None."""
+    address = login_address(typed)
+    if not address:
+        return None
+    return db.session.scalar(select(StaffUser).where(StaffUser.email == address))
+
+
 def authenticate(email: str, password: str) -> StaffUser | None:
     """The active account with this address and password, or None.
 
     An unknown address costs one argon2 verification too (see passwords).
     """
-    try:
-        address = _staff_email(email)
-    except InvalidInput:
-        address = ""
-    user = db.session.scalar(select(StaffUser).where(StaffUser.email == address))
+    user = find_by_address(email)
     if not verify_password(user.password_hash if user else None, password):
         return None
     assert user is not None

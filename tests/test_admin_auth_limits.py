@@ -1,0 +1,142 @@
+"""Login limits: one key per account, and no typed address in the logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import pyotp
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.test import TestResponse
+
+from newsletter.models import Role
+from newsletter.staff import login_guard, service
+
+from .fixtures.staff import STAFF_PASSWORD, csrf_from
+
+IN_CI = os.environ.get("CI") == "true"
+FUZZ = settings(
+    max_examples=120,
+    deadline=None,
+    database=None,
+    derandomize=IN_CI,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+COOKIE = "newsletter_staff"
+
+
+def client_at(app: Flask, address: str) -> FlaskClient:
+    """A test client whose requests come from ``address``."""
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def try_password(client: FlaskClient, email: str, password: str) -> TestResponse:
+    """Post the login form with this address (as typed) and password."""
+    page = client.get("/admin/login")
+    return client.post(
+        "/admin/login",
+        data={"email": email, "password": password, "csrf_token": csrf_from(page)},
+    )
+
+
+def wrong_code(secret: str) -> str:
+    """A six-digit code that no step of the verification window accepts now."""
+    totp = pyotp.TOTP(secret)
+    valid = {totp.at(time.time() + drift) for drift in (-60, -30, 0, 30, 60)}
+    return next(code for code in ("000000", "111111", "222222") if code not in valid)
+
+
+def post_code(client: FlaskClient, code: str, token: str | None = None) -> TestResponse:
+    """Post the code step's form, with the CSRF token of the code page unless given."""
+    token = token or csrf_from(client.get("/admin/login/code"))
+    return client.post("/admin/login/code", data={"code": code, "csrf_token": token})
+
+
+# --- One rate-limit key per account ---------------------------------------------------
+
+
+def test_a_casefold_variant_does_not_bypass_a_locked_address(app_factory, make_staff) -> None:
+    limited = app_factory(RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="3 per minute")
+    with limited.app_context():
+        make_staff(Role.OWNER, email="boss@example.org")
+        first = client_at(limited, "198.51.100.1")
+        statuses = [try_password(first, "boss@example.org", "guess!").status_code for _ in range(4)]
+        assert statuses == [200, 200, 200, 429]
+        for n, variant in enumerate(
+            ["bo\u017fs@example.org", "BOSS@Example.org", "boß@example.org", " boss@EXAMPLE.ORG "]
+        ):
+            elsewhere = client_at(limited, f"203.0.113.{n + 1}")
+            assert try_password(elsewhere, variant, STAFF_PASSWORD).status_code == 429, variant
+
+
+LOCAL = st.text(alphabet="abcdeksz0123456789", min_size=1, max_size=20)
+LABEL = st.text(alphabet="abcüøks", min_size=1, max_size=12)
+
+
+@st.composite
+def same_account(draw: st.DrawFn) -> tuple[str, str]:
+    """An address and a variant of it that logs in to the same account: another case,
+    the long s (U+017F) for s, ß for ss, the Kelvin sign for k, the domain as Unicode
+    or as IDNA."""
+    local, label = draw(LOCAL), draw(LABEL)
+    canonical = f"{local}@{label}.example"
+    variant = ""
+    index = 0
+    while index < len(local):
+        char = local[index]
+        if local.startswith("ss", index) and draw(st.booleans()):
+            variant += draw(st.sampled_from(["ß", "ẞ", "SS", "\u017fs"]))
+            index += 2
+            continue
+        choices = {"s": ["s", "S", "\u017f"], "k": ["k", "K", "\u212a"]}.get(char, [char])
+        variant += draw(st.sampled_from([*choices, char.upper()]))
+        index += 1
+    domain = f"{label}.example"
+    if draw(st.booleans()):
+        domain = domain.upper()
+    elif draw(st.booleans()):
+        domain = domain.encode("idna").decode("ascii")
+    return canonical, f"{variant}@{domain}"
+
+
+@FUZZ
+@given(pair=same_account())
+def test_every_form_of_an_address_has_one_limit_key(app: Flask, pair: tuple[str, str]) -> None:
+    canonical, variant = pair
+    assert service.login_address(canonical) == canonical.casefold()
+    assert service.login_address(variant) == service.login_address(canonical), pair
+    assert login_guard.address_key(variant) == login_guard.address_key(canonical)
+    assert canonical not in login_guard.address_key(canonical)
+
+
+def test_different_accounts_have_different_keys(app: Flask) -> None:
+    assert login_guard.address_key("boss@example.org") != login_guard.address_key("bos@example.org")
+    assert login_guard.address_key("not an address") != login_guard.address_key("other junk")
+
+
+# --- Logs name no typed address --------------------------------------------------------
+
+
+def test_rate_limited_logins_log_no_typed_address(
+    app_factory: Callable[..., Flask], make_staff, caplog: pytest.LogCaptureFixture
+) -> None:
+    limited = app_factory(RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="2 per minute")
+    typed = ["Boss@Example.org", "bo\u017fs@example.org", "ghost.person@example.net"]
+    with limited.app_context(), caplog.at_level(logging.DEBUG):
+        make_staff(Role.OWNER, email="boss@example.org")
+        for n, email in enumerate(typed * 3):  # a new client address each time
+            try_password(client_at(limited, f"192.0.2.{n}"), email, "guess!")
+    assert any("exceeded" in record.getMessage() for record in caplog.records)
+    for record in caplog.records:
+        message = record.getMessage().casefold()
+        for email in [*typed, "boss@example.org"]:
+            assert email.casefold() not in message, record.getMessage()
+            assert email.split("@")[0].casefold() not in message, record.getMessage()
