@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -23,6 +23,7 @@ from ..models import (
     MailingList,
     OutboxKind,
     OutboxMessage,
+    OutboxStatus,
     Subscriber,
     Subscription,
     SubscriptionStatus,
@@ -211,18 +212,61 @@ def append_all(events: list[dict[str, Any]]) -> None:
         append_event(**event)
 
 
-def maybe_send_confirmation(subscriber: Subscriber, *, respect_window: bool) -> bool:
-    """Queue one confirmation mail covering every pending list, if allowed now."""
-    pending = sorted(
-        s.list_id for s in subscriber.subscriptions if s.status == SubscriptionStatus.PENDING
-    )
+def maybe_send_confirmation(subscriber: Subscriber) -> bool:
+    """Queue one confirmation mail naming every pending list, unless it would repeat one.
+
+    The resend window (CONFIRM_RESEND_WINDOW) is per list, not per address: the
+    mail is withheld only when every list now pending is named by a
+    confirmation mail queued or sent within the window and not confirmed
+    since (its link confirms a list that is pending again). A pending list no
+    such mail names gets a mail at once, and that mail names all pending
+    lists, so the newest mail alone confirms everything asked for. Repeating a
+    request (the same signup, or leaving and rejoining a list on the
+    preference page) thus sends at most one mail per window, and each open
+    list can add at most one until the mailbox's owner confirms it. The caller
+    holds the subscriber's row lock. Returns whether a mail was queued.
+    """
+    pending = [s for s in subscriber.subscriptions if s.status == SubscriptionStatus.PENDING]
     if not pending:
         return False
     now = utcnow()
-    window = timedelta(seconds=current_app.config["CONFIRM_RESEND_WINDOW"])
+    since = now - timedelta(seconds=current_app.config["CONFIRM_RESEND_WINDOW"])
     last = subscriber.last_confirmation_sent_at
-    if respect_window and last is not None and now - last < window:
-        return False
+    # last_confirmation_sent_at is the newest confirmation mail: when it is older
+    # than the window, so are all of them, and no query is needed.
+    if last is not None and last > since:
+        mailed = _lists_mailed_since(subscriber, since)
+        if all(s.list_id in mailed and _unused(mailed[s.list_id], s) for s in pending):
+            return False
     subscriber.last_confirmation_sent_at = now
-    enqueue(OutboxKind.CONFIRM, subscriber, lists=pending)
+    enqueue(OutboxKind.CONFIRM, subscriber, lists=sorted(s.list_id for s in pending))
     return True
+
+
+def _unused(mailed_at: datetime, subscription: Subscription) -> bool:
+    """Whether a mail sent at ``mailed_at`` still stands for this pending list: a
+    confirmation since then answered it, and the list's new request needs its own."""
+    confirmed = subscription.confirmed_at
+    return confirmed is None or confirmed < mailed_at
+
+
+def _lists_mailed_since(subscriber: Subscriber, since: datetime) -> dict[int, datetime]:
+    """List id -> when the newest of the subscriber's confirmation mails queued or
+    sent after ``since`` that names it was queued.
+
+    A mail the worker skipped (nothing it named was pending any more when it
+    came to send it) reached no one, so it names nothing here.
+    """
+    rows = db.session.execute(
+        select(OutboxMessage.payload, OutboxMessage.created_at).where(
+            OutboxMessage.subscriber_id == subscriber.id,
+            OutboxMessage.kind == OutboxKind.CONFIRM,
+            OutboxMessage.status != OutboxStatus.SKIPPED,
+            OutboxMessage.created_at > since,
+        )
+    )
+    newest: dict[int, datetime] = {}
+    for payload, created_at in rows:
+        for list_id in map(int, payload.get("lists", [])):
+            newest[list_id] = max(created_at, newest.get(list_id, created_at))
+    return newest

@@ -60,8 +60,9 @@ def request_subscription(request: SignupRequest) -> None:
     The outcome is deliberately invisible to the caller: new, pending, active
     and unsubscribed addresses all return the same way, so the answer cannot
     be used to learn who subscribes. An active subscription is never
-    downgraded, and at most one confirmation mail goes to an address per
-    CONFIRM_RESEND_WINDOW.
+    downgraded, and a confirmation mail is repeated at most once per
+    CONFIRM_RESEND_WINDOW; a list that no mail within the window names gets
+    one at once (``maybe_send_confirmation``).
     """
     email, email_key = normalise_email(request.email)
     name = clean_name(request.name)
@@ -74,7 +75,7 @@ def request_subscription(request: SignupRequest) -> None:
     else:
         subscriber = _lock_address(email_key)
         events = request_lists(subscriber, terms, request.channel, request.evidence)
-        maybe_send_confirmation(subscriber, respect_window=True)
+        maybe_send_confirmation(subscriber)
         # The ledger head lock serialises every append, so it is taken last:
         # the subscriber, subscription and outbox writes are flushed before
         # it, and the lock is held only for the event insert, the head update
@@ -122,11 +123,18 @@ def _lock_address(email_key: str) -> Subscriber:
     ).one()
 
 
-def subscriber_for(payload: TokenPayload) -> Subscriber:
-    """The subscriber a verified token names."""
-    subscriber = db.session.scalar(
-        select(Subscriber).where(Subscriber.token_key == payload.subscriber_key)
-    )
+def subscriber_for(payload: TokenPayload, *, lock: bool = False) -> Subscriber:
+    """The subscriber a verified token names.
+
+    With ``lock`` the row is locked until commit and read afresh, so two
+    requests for one subscriber take turns and cannot both decide that a
+    confirmation mail is due, nor both add the same subscription. The lock
+    comes before any ledger append (row first, head second).
+    """
+    query = select(Subscriber).where(Subscriber.token_key == payload.subscriber_key)
+    if lock:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    subscriber = db.session.scalar(query)
     if subscriber is None:
         raise UnknownSubscriber(payload.subscriber_key[:6])
     return subscriber
@@ -184,8 +192,8 @@ def _lift_suppression(subscriber: Subscriber) -> None:
 
 def resend_confirmation(payload: TokenPayload) -> None:
     """Queue a fresh confirmation mail for an expired link (within the window)."""
-    subscriber = subscriber_for(payload)
-    maybe_send_confirmation(subscriber, respect_window=True)
+    subscriber = subscriber_for(payload, lock=True)
+    maybe_send_confirmation(subscriber)
     db.session.commit()
 
 
@@ -236,11 +244,13 @@ def _subscriptions_named(subscriber: Subscriber, list_ids: tuple[int, ...]) -> l
 
 @dataclass(frozen=True)
 class PreferenceOutcome:
-    """What a preference change did."""
+    """What a preference change did. ``confirmation_sent`` is False when the lists
+    requested are named by a confirmation mail sent within the window already."""
 
     requested: list[MailingList]
     withdrawn: list[MailingList]
     locale_changed: bool
+    confirmation_sent: bool = False
 
 
 def update_preferences(
@@ -250,9 +260,11 @@ def update_preferences(
 
     Leaving a list takes effect at once. Joining one goes through double
     opt-in again: the manage link is in every newsletter and may be forwarded,
-    so it can withdraw consent but never grant it.
+    so it can withdraw consent but never grant it. The confirmation mail keeps
+    to the resend window (``maybe_send_confirmation``), so leaving and
+    rejoining a list cannot flood the mailbox.
     """
-    subscriber = subscriber_for(payload)
+    subscriber = subscriber_for(payload, lock=True)
     locale = clean_locale(locale, current_app.config["LANGUAGES"])
     by_list = {s.list_id: s for s in subscriber.subscriptions}
     offered = {m.id: m for m in open_lists()}
@@ -263,10 +275,12 @@ def update_preferences(
     ]
     to_leave = [s for i, s in by_list.items() if i not in wanted_list_ids]
     withdrawn = _withdraw(subscriber, to_leave, Channel.MANAGE_PAGE, evidence)
+    sent = False
     if to_join:
         terms = terms_in_force([m.id for m in to_join])
-        append_all(request_lists(subscriber, terms, Channel.MANAGE_PAGE, evidence))
-        maybe_send_confirmation(subscriber, respect_window=False)
+        events = request_lists(subscriber, terms, Channel.MANAGE_PAGE, evidence)
+        sent = maybe_send_confirmation(subscriber)
+        append_all(events)
 
     locale_changed = locale is not None and locale != subscriber.locale
     if locale_changed:
@@ -279,4 +293,9 @@ def update_preferences(
             details={"locale": subscriber.locale},
         )
     db.session.commit()
-    return PreferenceOutcome(requested=to_join, withdrawn=withdrawn, locale_changed=locale_changed)
+    return PreferenceOutcome(
+        requested=to_join,
+        withdrawn=withdrawn,
+        locale_changed=locale_changed,
+        confirmation_sent=sent,
+    )
