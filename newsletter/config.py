@@ -28,7 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "LEDGER_KEY": None,
     "ALLOWED_ORIGINS": [],
     "CONFIRM_MAX_AGE": 7 * 24 * 3600,
-    # At most one confirmation mail per address within this many seconds.
+    # A confirmation mail for lists that one sent within this many seconds already
+    # named is not sent again; a list no such mail named gets one at once.
     "CONFIRM_RESEND_WINDOW": 15 * 60,
     "IP_LOGGING": "truncated",
     # Data protection (docs/privacy.md explains each default). A download link
