@@ -1,4 +1,5 @@
-"""Login limits: one key per account, and no typed address in the logs."""
+"""Login limits: one key per account, a bounded number of codes per pending login,
+and no typed address in the logs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
-from newsletter.models import Role
+from newsletter.models import Role, StaffUser
 from newsletter.staff import login_guard, service
 
 from .fixtures.staff import STAFF_PASSWORD, csrf_from
@@ -120,6 +121,67 @@ def test_every_form_of_an_address_has_one_limit_key(app: Flask, pair: tuple[str,
 def test_different_accounts_have_different_keys(app: Flask) -> None:
     assert login_guard.address_key("boss@example.org") != login_guard.address_key("bos@example.org")
     assert login_guard.address_key("not an address") != login_guard.address_key("other junk")
+
+
+# --- The code step: five wrong codes end the pending login ----------------------------
+
+
+def start_pending(app: Flask, user: StaffUser) -> FlaskClient:
+    """A client that has passed the password step of ``user`` (who has 2FA)."""
+    client = app.test_client()
+    response = try_password(client, user.email, STAFF_PASSWORD)
+    assert response.location == "/admin/login/code"
+    return client
+
+
+def test_five_wrong_codes_end_the_pending_login(app: Flask, make_staff) -> None:
+    user = make_staff(totp=True)
+    client = start_pending(app, user)
+    bad = wrong_code(user.totp_secret)
+    for _ in range(4):
+        response = post_code(client, bad)
+        assert response.status_code == 200
+        assert "wrong or was used already" in response.get_data(as_text=True)
+    fifth = post_code(client, bad)
+    assert fifth.status_code == 302
+    assert fifth.location == "/admin/login"
+    login_page = client.get("/admin/login").get_data(as_text=True)
+    assert "Too many wrong codes. Log in again with your password." in login_page
+    assert client.get("/admin/login/code").location == "/admin/login"
+    assert client.get("/admin/").status_code == 302  # not logged in
+
+
+@pytest.mark.parametrize("storage", ["memory://", "redis://127.0.0.1:6379/0"])
+def test_replaying_the_pending_cookie_gives_no_more_tries(
+    app_factory: Callable[..., Flask], make_staff, storage: str
+) -> None:
+    served = app_factory(RATELIMIT_STORAGE_URI=storage)
+    with served.app_context():
+        user = make_staff(totp=True)
+        client = start_pending(served, user)
+        token = csrf_from(client.get("/admin/login/code"))
+        saved = client.get_cookie(COOKIE).value  # the pending login, before any try
+        bad = wrong_code(user.totp_secret)
+        responses = [post_code(client, bad, token) for _ in range(5)]
+        assert [r.status_code for r in responses] == [200, 200, 200, 200, 302]
+        client.set_cookie(COOKIE, saved)  # the attacker's copy, replayed
+        assert post_code(client, bad, token).location == "/admin/login"
+        client.set_cookie(COOKIE, saved)
+        assert client.get("/admin/login/code").location == "/admin/login"
+        client.set_cookie(COOKIE, saved)
+        right = post_code(client, pyotp.TOTP(user.totp_secret).now(), token)
+        assert right.location == "/admin/login"
+        assert client.get("/admin/").status_code == 302
+
+
+def test_a_new_password_login_gets_new_tries(app: Flask, make_staff) -> None:
+    user = make_staff(totp=True)
+    client = start_pending(app, user)
+    for _ in range(5):
+        post_code(client, wrong_code(user.totp_secret))
+    client = start_pending(app, user)
+    response = post_code(client, pyotp.TOTP(user.totp_secret).now())
+    assert response.location == "/admin/"
 
 
 # --- Logs name no typed address --------------------------------------------------------

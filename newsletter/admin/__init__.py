@@ -17,6 +17,7 @@ from flask_login import current_user, logout_user
 
 from ..extensions import csrf, login_manager
 from ..models import Role
+from ..staff import login_guard
 from ..staff.service import load_session_user, two_factor_required
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -48,6 +49,7 @@ def init_app(app: Flask) -> None:
     login_manager.login_message = ""  # the login page explains itself
     login_manager.session_protection = "basic"
     login_manager.user_loader(load_session_user)
+    login_guard.init_app(app)
     csrf.init_app(app)
     _register_feature_views()
     app.register_blueprint(bp)

@@ -16,8 +16,6 @@ from . import bp
 from .access import client_ip, staff
 from .forms import CodeForm, ConfirmForm, LoginForm, PasswordForm
 
-PENDING_LOGIN_SECONDS = 300  # the code must follow the password within 5 minutes
-
 
 def _login_limit() -> str:
     """LOGIN_RATE_LIMIT, read per request so tests and operators can change it."""
@@ -70,11 +68,7 @@ def login() -> ResponseReturnValue:
             return render_template("admin/login.html", form=form), 200
         if user.totp_secret:
             session.clear()
-            session["pending_login"] = {
-                "id": user.id,
-                "at": int(time.time()),
-                "next": form.next.data or "",
-            }
+            session["pending_login"] = login_guard.new_pending(user, form.next.data or "")
             return redirect(url_for("admin.login_code"))
         return _complete_login(user.id, form.next.data)
     return render_template("admin/login.html", form=form)
@@ -83,23 +77,30 @@ def login() -> ResponseReturnValue:
 @bp.route("/login/code", methods=["GET", "POST"])
 @limiter.limit(_login_limit, methods=["POST"], error_message=_too_many)
 def login_code() -> ResponseReturnValue:
-    """Step two: the authenticator app's code."""
+    """Step two: the authenticator app's code, at most CODE_ATTEMPTS per pending
+    login (counted on the server); then the password is asked for again."""
     pending = session.get("pending_login")
-    if not pending or time.time() - pending["at"] > PENDING_LOGIN_SECONDS:
-        session.pop("pending_login", None)
-        flash(_("Please log in again."), "info")
-        return redirect(url_for("admin.login"))
-    user = service.get_staff(int(pending["id"]))
-    if user is None or not user.is_active:
-        session.clear()
-        return redirect(url_for("admin.login"))
+    user = service.get_staff(int(pending["id"])) if pending else None
+    if not pending or user is None or not login_guard.pending_open(pending, user):
+        return _end_pending(_("Please log in again."), "info")
     form = CodeForm()
     if form.validate_on_submit():
+        if not login_guard.take_attempt(pending):
+            return _end_pending(_("Too many wrong codes. Log in again with your password."))
         if totp.verify_login_code(user, form.code.data or ""):
             return _complete_login(user.id, pending.get("next"))
         service.record_failed_login(user.email, client_ip())
+        if not login_guard.pending_open(pending, user):
+            return _end_pending(_("Too many wrong codes. Log in again with your password."))
         form.code.errors = [_("That code is wrong or was used already. Try the next one.")]
     return render_template("admin/login_code.html", form=form)
+
+
+def _end_pending(message: str, category: str = "error") -> ResponseReturnValue:
+    """Drop the pending login and ask for the password again."""
+    session.pop("pending_login", None)
+    flash(message, category)
+    return redirect(url_for("admin.login"))
 
 
 @bp.route("/logout", methods=["POST"])
