@@ -14,7 +14,7 @@ from ..staff import login_guard, service, totp
 from ..subscriptions.validation import InvalidInput
 from . import bp
 from .access import client_ip, staff
-from .forms import CodeForm, ConfirmForm, LoginForm, PasswordForm
+from .forms import CodeForm, LoginForm, PasswordForm, TwoFactorOffForm
 
 
 def _login_limit() -> str:
@@ -105,7 +105,11 @@ def _end_pending(message: str, category: str = "error") -> ResponseReturnValue:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> ResponseReturnValue:
-    """End the session (a POST with a CSRF token: a link could log people out)."""
+    """End the session, on the server too: the account's session version moves
+    on, so a copy of the cookie stops working (and so do the account's other
+    sessions, see docs/architecture.md). A POST with a CSRF token: a link could
+    log people out."""
+    service.end_sessions(staff())
     logout_user()
     session.clear()
     flash(_("You are logged out."), "info")
@@ -140,7 +144,7 @@ def two_factor() -> ResponseReturnValue:
     user = staff()
     form = CodeForm()
     if user.totp_secret:
-        return render_template("admin/two_factor.html", form=form, enabled=True)
+        return render_template("admin/two_factor.html", off=TwoFactorOffForm(), enabled=True)
     secret = session.get("totp_enrol") or totp.new_secret()
     session["totp_enrol"] = secret
     if form.validate_on_submit():
@@ -161,13 +165,24 @@ def two_factor() -> ResponseReturnValue:
 
 
 @bp.route("/account/two-factor/disable", methods=["POST"])
+@limiter.limit(_login_limit, methods=["POST"], error_message=_too_many)
 def two_factor_disable() -> ResponseReturnValue:
-    """Turn one's own two-factor login off (not while an owner requires it)."""
-    form = ConfirmForm()
+    """Turn one's own two-factor login off, with the password again (not while
+    an owner requires it); the account's other sessions end."""
+    user = staff()
+    if not user.totp_secret:
+        return redirect(url_for("admin.two_factor"))
+    if service.two_factor_required():
+        flash(_("Two-factor login is required for every account."), "error")
+        return redirect(url_for("admin.two_factor"))
+    form = TwoFactorOffForm()
     if form.validate_on_submit():
-        if service.two_factor_required():
-            flash(_("Two-factor login is required for every account."), "error")
+        try:
+            service.disable_own_two_factor(user, form.password.data or "", ip=client_ip())
+        except InvalidInput as exc:
+            form.password.errors = [exc.message]
         else:
-            totp.disable(staff(), actor=staff(), ip=client_ip())
+            login_user(user)  # this session continues under the new version
             flash(_("Two-factor login is off."), "info")
-    return redirect(url_for("admin.two_factor"))
+            return redirect(url_for("admin.two_factor"))
+    return render_template("admin/two_factor.html", off=form, enabled=True)

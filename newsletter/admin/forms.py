@@ -44,6 +44,13 @@ class CodeForm(FlaskForm):
     code = StringField(_l("Six-digit code"), validators=[DataRequired(), Length(min=6, max=8)])
 
 
+class TwoFactorOffForm(FlaskForm):
+    """Turn one's own two-factor login off: the password again (the service
+    says what is missing or wrong)."""
+
+    password = PasswordField(_l("Current password"), validators=[Length(max=MAX_PASSWORD_LENGTH)])
+
+
 class PasswordForm(FlaskForm):
     """Change one's own password."""
 

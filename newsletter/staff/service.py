@@ -12,7 +12,7 @@ from ..models import ConsoleSetting, Role, StaffUser, utcnow
 from ..service_messages import in_page_language
 from ..service_messages import page_gettext as _
 from ..subscriptions.validation import InvalidInput, clean_name, normalise_email
-from . import audit
+from . import audit, totp
 from .passwords import (
     WeakPassword,
     check_new_password,
@@ -143,6 +143,23 @@ def record_failed_login(email: str, ip: str | None) -> None:
     """Audit a failed login (the address as typed, cut to the column size)."""
     audit.record(None, "staff.login_failed", "staff", "", details={"email": email[:320]}, ip=ip)
     db.session.commit()
+
+
+def end_sessions(user: StaffUser) -> None:
+    """End every session of the account on the server (logout): the session
+    version moves on, so no copy of an old session cookie works any more."""
+    user.session_version += 1
+    db.session.commit()
+
+
+def disable_own_two_factor(user: StaffUser, password: str, *, ip: str | None = None) -> None:
+    """Turn one's own two-factor login off, only with the password again: a
+    session left open must not be enough to weaken the account."""
+    if not password:
+        raise InvalidInput("password", _("Enter your password to turn two-factor login off."))
+    if not verify_password(user.password_hash, password):
+        raise InvalidInput("password", _("The current password is wrong."))
+    totp.disable(user, actor=user, ip=ip)
 
 
 def change_password(user: StaffUser, current: str, new: str, *, ip: str | None = None) -> None:

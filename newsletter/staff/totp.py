@@ -69,7 +69,9 @@ def enable(user: StaffUser, secret: str, code: str, *, ip: str | None = None) ->
 
 
 def disable(user: StaffUser, *, actor: StaffUser | None, ip: str | None = None) -> None:
-    """Turn two-factor off (the person, or an owner when a phone is lost)."""
+    """Turn two-factor off (the person, or an owner when a phone is lost); every
+    session of the account ends with it (a lost phone may be a stolen one)."""
     user.totp_secret, user.totp_last_step = None, None
+    user.session_version += 1
     audit.record(actor, "staff.2fa_disable", "staff", user.id, ip=ip)
     db.session.commit()
