@@ -1,0 +1,267 @@
+"""Evidence keeps the page, never a capability link (ledger.evidence.page_of).
+
+The links in mails carry signed tokens (``/manage/<token>`` never expires and
+can erase the subscriber), and every staff member reads the ledger. So an
+event keeps scheme, host and path with the token replaced by ``…``, and no
+query string; migration 0007 removes the links that older events hold.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import secrets
+import uuid
+from collections.abc import Callable
+from email.message import EmailMessage
+from urllib.parse import urlencode
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from newsletter.extensions import db
+from newsletter.ledger import verify_chain
+from newsletter.ledger.evidence import MAX_SOURCE_URL, REDACTED, TOKEN_ROUTES, page_of
+from newsletter.models import (
+    ConsentEvent,
+    ConsentEventType,
+    MailingList,
+    Role,
+    Subscriber,
+)
+
+from .fixtures.mailflow import link_path
+from .fixtures.staff import StaffClient
+
+IN_CI = os.environ.get("CI") == "true"
+PROPERTY = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    derandomize=IN_CI,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+# Every public route with a token, as (route, what may follow the token).
+LINK_ROUTES = [
+    ("confirm", ""),
+    ("unsubscribe", ""),
+    ("manage", ""),
+    ("manage", "/erase"),
+    ("data", ""),
+]
+HOSTS = ["newsletter.test", "localhost", "nyheder.example.dk", "127.0.0.1", "[2001:db8::1]"]
+
+
+def ledger_text() -> str:
+    """Every column of every ledger event row, as the database holds it."""
+    db.session.commit()
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM consent_events")).all()
+    db.session.commit()
+    return "\n".join(" ".join(str(value) for value in row) for row in rows)
+
+
+def assert_nowhere(token: str, text: str) -> None:
+    """Neither the token nor its payload or signature is in ``text`` (its time part
+    is no secret, and every token signed in the same second shares it)."""
+    assert token not in text
+    for part in (p for p in token.split(".") if len(p) >= 16):
+        assert part not in text, f"token part {part!r} found"
+
+
+# ---------------------------------------------------------------- the rule
+
+
+def test_token_routes_are_exactly_the_routes_with_a_token(app: Flask) -> None:
+    starts = {
+        rule.rule.split("/")[1] for rule in app.url_map.iter_rules() if "token" in rule.arguments
+    }
+    assert starts == TOKEN_ROUTES
+    for rule in app.url_map.iter_rules():
+        if "token" in rule.arguments:
+            assert rule.rule.split("/")[2] == "<token>", rule.rule
+
+
+@pytest.mark.parametrize(
+    ("url", "page"),
+    [
+        ("http://localhost/manage/eyJzIjoiYSJ9.Z1a2b3.c2ln/erase", "http://localhost/manage/…/erase"),
+        ("https://a:b@Example.ORG:8443/artikler/hvorfor?utm=x#top", "https://example.org:8443/artikler/hvorfor"),
+        ("https://example.org/2024-03-01-udgave-nr-12", "https://example.org/2024-03-01-udgave-nr-12"),
+        ("https://example.org/Annual_Report_2024.pdf", "https://example.org/Annual_Report_2024.pdf"),
+        ("https://example.org/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOjF9.c2lnbmF0dXJl", "https://example.org/…"),
+        ("https://example.org/blog/manage/ok", "https://example.org/blog/manage/ok"),
+        ("http://localhost/%6Danage/x", "http://localhost/manage/…"),
+        ("http://localhost//Unsubscribe//x", "http://localhost//Unsubscribe//…"),
+        ("http://localhost/%2Fconfirm%2Fx", "http://localhost//confirm/…"),
+        ("https://example.org/ø/a b", "https://example.org/%C3%B8/a%20b"),
+        ("https://example.org", "https://example.org/"),
+        ("http://[2001:db8::1]:5000/data/x", "http://[2001:db8::1]:5000/data/…"),
+        (f"https://example.org/reset/{secrets.token_urlsafe(24)}/", "https://example.org/reset/…/"),
+        (f"https://example.org/r/{secrets.token_hex(16)}", "https://example.org/r/…"),
+        (f"https://example.org/r/{uuid.uuid4()}", "https://example.org/r/…"),
+        ("https://example.org/k/x7f2m9q4z8w1r5t3y6u0", "https://example.org/k/…"),
+        ("null", None),
+        ("/manage/x", None),
+        ("android-app://com.google.android.gm/", None),
+        ("javascript:alert(1)", None),
+        ("http://[::1/x", None),
+        ("http://example.org:99999/", None),
+        ("http://a%20b/", None),
+        ("", None),
+    ],
+)  # fmt: skip
+def test_page_of_keeps_the_page_and_nothing_secret(url: str, page: str | None) -> None:
+    assert page_of(url) == page
+
+
+_tokens = st.text(alphabet=TOKEN_ALPHABET, min_size=8, max_size=300)
+_query = st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), max_size=4)
+
+
+@given(
+    token=_tokens,
+    route=st.sampled_from(LINK_ROUTES),
+    scheme=st.sampled_from(["http", "https", "HTTPS"]),
+    host=st.sampled_from(HOSTS),
+    port=st.sampled_from(["", ":5000", ":443"]),
+    shout=st.booleans(),
+    encode=st.booleans(),
+    query=_query,
+    token_in=st.sets(st.sampled_from(["query", "fragment", "user"])),
+)
+@PROPERTY
+def test_no_token_in_a_link_survives(
+    token: str,
+    route: tuple[str, str],
+    scheme: str,
+    host: str,
+    port: str,
+    shout: bool,
+    encode: bool,
+    query: list[tuple[str, str]],
+    token_in: set[str],
+) -> None:
+    """Any token on any of our link routes, percent-encoded or not, with the token
+    again in the query, fragment or user part: the page is the route with ``…``."""
+    name, tail = route
+    name = name.upper() if shout else name
+    sent = "".join(f"%{byte:02X}" for byte in token.encode()) if encode else token
+    pairs = [*query, ("t", token)] if "query" in token_in else query
+    user = f"{token}@" if "user" in token_in else ""
+    fragment = f"#{token}" if "fragment" in token_in else ""
+    url = f"{scheme}://{user}{host}{port}/{name}/{sent}{tail}?{urlencode(pairs)}{fragment}"
+    page = page_of(url)
+    assert page == f"{scheme.lower()}://{host}{port}/{name}/{REDACTED}{tail}"
+    assert token not in page or token in f"{scheme.lower()}://{host}{port}/{name}/"
+
+
+def test_random_keys_in_a_foreign_path_are_not_kept() -> None:
+    """Another site's keys (base64url, hex, UUID), 16 characters or more, from a
+    seeded generator so that a run is reproducible. The rule is a heuristic:
+    about one 16-character key in 6,000 happens to read as words."""
+    rng = random.Random(7)
+    for _ in range(1000):
+        raw = rng.randbytes(rng.randint(16, 48))
+        for key in (
+            base64.urlsafe_b64encode(raw).decode().rstrip("="),
+            raw.hex(),
+            str(uuid.UUID(bytes=raw[:16])),
+        ):
+            page = page_of(f"https://partner.example/a/{key}/b?k={key}#{key}")
+            assert page == "https://partner.example/a/…/b", key
+
+
+@given(st.text(max_size=3000))
+@PROPERTY
+def test_any_text_gives_a_bounded_http_page_or_none(url: str) -> None:
+    page = page_of(url)
+    assert page is None or (
+        page.startswith(("http://", "https://")) and len(page) <= MAX_SOURCE_URL
+    )
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def reader(default_list: MailingList, subscribed: Callable[..., EmailMessage]) -> EmailMessage:
+    """reader@example.org, confirmed through the link in the mail; their welcome mail."""
+    return subscribed("reader@example.org")
+
+
+@pytest.mark.parametrize("referer", [False, True])
+def test_a_withdrawal_on_the_preference_page_stores_no_token(
+    client: FlaskClient,
+    reader: EmailMessage,
+    staff_client: Callable[..., StaffClient],
+    referer: bool,
+) -> None:
+    """With no Referer (our pages send none) the request URL is the page; with one
+    (a browser that ignores the policy) the Referer: either way ``/manage/…``."""
+    path = link_path(reader, "manage")
+    token = path.rsplit("/", 1)[1]
+    headers = {"Referer": f"http://localhost{path}?x={token}"} if referer else {}
+    response = client.post(path, data={"action": "unsubscribe_all"}, headers=headers)
+    assert response.status_code == 200
+
+    text = ledger_text()
+    assert_nowhere(token, text)
+    subscriber = db.session.scalar(select(Subscriber))
+    assert subscriber is not None
+    assert subscriber.token_key not in text
+    withdrawn = db.session.scalars(
+        select(ConsentEvent).where(ConsentEvent.event == ConsentEventType.WITHDRAWN)
+    ).one()
+    assert withdrawn.source_url == "http://localhost/manage/…"
+    assert verify_chain().ok
+
+    viewer = staff_client(Role.VIEWER)
+    for page in ("", "/proof", "/proof.json"):
+        response = viewer.get(f"/admin/subscribers/{subscriber.id}{page}")
+        assert response.status_code == 200
+        shown = response.get_data(as_text=True)
+        assert "/manage/…" in shown or "/manage/\\u2026" in shown
+        assert_nowhere(token, shown)
+
+
+@pytest.mark.parametrize("one_click", [False, True])
+def test_an_unsubscribe_from_a_link_stores_no_token(
+    client: FlaskClient, reader: EmailMessage, one_click: bool
+) -> None:
+    path = link_path(reader, "unsubscribe")
+    data = {"List-Unsubscribe": "One-Click"} if one_click else {}
+    assert client.post(path, data=data).status_code == 200
+
+    text = ledger_text()
+    assert_nowhere(path.rsplit("/", 1)[1], text)
+    pages = db.session.scalars(select(ConsentEvent.source_url).order_by(ConsentEvent.seq))
+    assert list(pages) == [
+        "http://localhost/subscribe",  # the hosted form's own URL (no Referer sent)
+        "http://localhost/confirm/…",
+        "http://localhost/unsubscribe/…",
+    ]
+    assert verify_chain().ok
+
+
+def test_a_signup_keeps_the_page_without_its_query(
+    client: FlaskClient, default_list: MailingList
+) -> None:
+    secret = secrets.token_urlsafe(16)
+    page = f"https://www.example.org/artikler/hvorfor?utm_source=x&session={secret}#form"
+    response = client.post(
+        "/subscribe",
+        data={"email": "page@example.org"},
+        headers={"Origin": "http://localhost", "Referer": page},
+    )
+    assert response.status_code == 200
+    event = db.session.scalars(select(ConsentEvent)).one()
+    assert event.source_url == "https://www.example.org/artikler/hvorfor"
+    assert secret not in ledger_text()
