@@ -9,6 +9,7 @@ query string; migration 0007 removes the links that older events hold.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import random
 import secrets
@@ -35,6 +36,7 @@ from newsletter.models import (
     Role,
     Subscriber,
 )
+from newsletter.tokens import Purpose, make_token
 
 from .fixtures.mailflow import link_path
 from .fixtures.staff import StaffClient
@@ -265,3 +267,26 @@ def test_a_signup_keeps_the_page_without_its_query(
     event = db.session.scalars(select(ConsentEvent)).one()
     assert event.source_url == "https://www.example.org/artikler/hvorfor"
     assert secret not in ledger_text()
+
+
+def test_a_failing_link_page_does_not_log_its_token(
+    app_factory: Callable[..., Flask], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Flask logs "Exception on <path>" for a 500; a token in that path is cut short."""
+    app = app_factory(PROPAGATE_EXCEPTIONS=False)
+
+    def broken(token: str) -> str:
+        raise RuntimeError("broken page")
+
+    app.add_url_rule("/manage/<token>/broken", view_func=broken)
+    token = make_token_in(app)
+    with caplog.at_level(logging.ERROR):
+        assert app.test_client().get(f"/manage/{token}/broken").status_code == 500
+    assert "Exception on /manage/" in caplog.text
+    assert token not in caplog.text
+
+
+def make_token_in(app: Flask) -> str:
+    """A real manage token signed with the app's key."""
+    with app.app_context():
+        return make_token(Purpose.MANAGE, secrets.token_hex(16))

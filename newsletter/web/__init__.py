@@ -47,8 +47,8 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _error_page)
     app.register_error_handler(OperationalError, _database_unavailable)
     app.register_error_handler(InterfaceError, _database_unavailable)
-    for name in ("werkzeug", "gunicorn.access"):
-        logger = logging.getLogger(name)
+    # app.logger: Flask logs "Exception on <path>" there for every 500.
+    for logger in (logging.getLogger("werkzeug"), logging.getLogger("gunicorn.access"), app.logger):
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
             logger.addFilter(RedactTokens())
 
