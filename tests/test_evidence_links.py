@@ -22,24 +22,29 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_migrate import upgrade
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from newsletter.extensions import db
-from newsletter.ledger import verify_chain
+from newsletter.ledger import Evidence, append_event, verify_chain
 from newsletter.ledger.evidence import MAX_SOURCE_URL, REDACTED, TOKEN_ROUTES, page_of
 from newsletter.models import (
+    Channel,
     ConsentEvent,
     ConsentEventType,
     MailingList,
     Role,
     Subscriber,
 )
+from newsletter.subscriptions.lists import create_list
+from newsletter.subscriptions.service import SignupRequest, request_subscription
 from newsletter.tokens import Purpose, make_token
 
 from .fixtures.mailflow import link_path
 from .fixtures.staff import StaffClient
+from .test_migrations import empty_database_url, fresh_app  # noqa: F401 - fixtures used here
 
 IN_CI = os.environ.get("CI") == "true"
 PROPERTY = settings(
@@ -290,3 +295,75 @@ def make_token_in(app: Flask) -> str:
     """A real manage token signed with the app's key."""
     with app.app_context():
         return make_token(Purpose.MANAGE, secrets.token_hex(16))
+
+
+# ---------------------------------------------------------------- migration 0007
+
+
+def test_migration_0007_removes_stored_links_and_the_chain_still_verifies(
+    fresh_app: Flask,  # noqa: F811 - the fixture imported above
+) -> None:
+    """Events written by the old code (the link as sent in source_url) lose their
+    personal fields, as erasure does; other events keep theirs; verify passes."""
+    upgrade(revision="0006")
+    mailing_list = create_list("nyhedsbrev", "Nyhedsbrev", "Ja tak.", default=True)
+    token = make_token(Purpose.MANAGE, "k" * 32)
+    foreign = secrets.token_urlsafe(20)
+    old_pages = {
+        "requested": "http://localhost/artikler/hvorfor?utm=x",
+        "confirmed": f"http://localhost/confirm/{make_token(Purpose.CONFIRM, 'k' * 32)}",
+        "preferences_changed": f"http://localhost/manage/{token}",
+        "withdrawn": f"http://localhost/unsubscribe/{token}",
+        "suppressed": "http://localhost/admin/subscribers/1",
+        "imported": f"https://partner.example/signup?ref={foreign}",
+    }
+    request_subscription(
+        SignupRequest(
+            email="old@example.org",
+            channel=Channel.FORM,
+            evidence=Evidence("192.0.2.0/24", "Browser", old_pages["requested"]),
+        )
+    )
+    subscriber = db.session.scalars(select(Subscriber)).one()
+    for event, page in list(old_pages.items())[1:]:
+        append_event(
+            event=event,
+            channel=Channel.MANAGE_PAGE,
+            subscriber=subscriber,
+            evidence=Evidence("192.0.2.0/24", "Browser", page),
+            list_id=mailing_list.id,
+        )
+    append_event(
+        event=ConsentEventType.SUPPRESSED,
+        channel=Channel.SYSTEM,
+        subscriber=subscriber,
+        evidence=Evidence(),
+    )
+    db.session.commit()
+    assert verify_chain().ok
+    before = {e.seq: e.row_hash for e in db.session.scalars(select(ConsentEvent))}
+    db.session.remove()
+
+    upgrade()
+
+    rows = db.session.execute(
+        select(
+            ConsentEvent.event, ConsentEvent.email, ConsentEvent.ip, ConsentEvent.source_url
+        ).order_by(ConsentEvent.seq)
+    ).all()
+    assert [tuple(row) for row in rows] == [
+        ("requested", "old@example.org", "192.0.2.0/24", old_pages["requested"]),
+        ("confirmed", None, None, None),
+        ("preferences_changed", None, None, None),
+        ("withdrawn", None, None, None),
+        ("suppressed", "old@example.org", "192.0.2.0/24", old_pages["suppressed"]),
+        ("imported", None, None, None),
+        ("suppressed", "old@example.org", None, None),
+    ]
+    text = ledger_text()
+    assert_nowhere(token, text)
+    assert foreign not in text
+    assert {e.seq: e.row_hash for e in db.session.scalars(select(ConsentEvent))} == before
+    result = fresh_app.test_cli_runner().invoke(args=["ledger", "verify"])
+    assert result.exit_code == 0, result.output
+    assert "7 events, chain intact" in result.output
