@@ -44,6 +44,7 @@ from newsletter.tokens import Purpose, make_token
 
 from .fixtures.mailflow import link_path
 from .fixtures.staff import StaffClient
+from .test_import import run as run_import
 from .test_migrations import empty_database_url, fresh_app  # noqa: F401 - fixtures used here
 
 IN_CI = os.environ.get("CI") == "true"
@@ -272,6 +273,17 @@ def test_a_signup_keeps_the_page_without_its_query(
     event = db.session.scalars(select(ConsentEvent)).one()
     assert event.source_url == "https://www.example.org/artikler/hvorfor"
     assert secret not in ledger_text()
+
+
+def test_an_imported_source_keeps_the_page_of_a_link(make_list: Callable[..., MailingList]) -> None:
+    """An import's ``source`` is hashed into the ledger for good: a link in it keeps its page."""
+    key = secrets.token_urlsafe(16)
+    source = f"form https://old.example/confirm/{key}?s={key} (2019)"
+    data = f"email,consented_at,source\nold@example.org,2019-05-01,{source}\n".encode()
+    run_import(data, make_list("gamle", "Gamle"))
+    event = db.session.scalars(select(ConsentEvent)).one()
+    assert event.details["source"] == "form https://old.example/confirm/… (2019)"
+    assert key not in ledger_text()
 
 
 def test_a_failing_link_page_does_not_log_its_token(

@@ -7,7 +7,8 @@ What a row must satisfy:
   e.g. ``2024-03-01``, ``2024-03-01 14:05``, ``2024-03-01T14:05:09Z`` or
   ``2024-03-01T14:05:09+01:00``. A date alone means midnight UTC; a time without
   an offset is taken as UTC. A time more than a day in the future is refused.
-- ``source``: optional, at most 200 characters (where and how consent was given).
+- ``source``: optional, at most 200 characters (where and how consent was given);
+  a link in it is stored as its page only (``ledger.evidence.pages_in``).
 - No mapped cell may hold CR, LF, NUL or another control character, and a row
   may not have more cells than the header (a sign of a wrong delimiter).
 A row has consent evidence when it has both ``consented_at`` and ``source``.
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..ledger.evidence import pages_in
 from ..service_messages import N_, in_page_language
 from ..subscriptions.validation import CONTROL_CHARACTERS, InvalidInput, clean_name, normalise_email
 
@@ -153,6 +155,8 @@ def _check_row(line: int, cells: list[str], columns: dict[str, int], now: dateti
     source = " ".join(values.get("source", "").split())
     if len(source) > MAX_SOURCE:
         raise InvalidInput("source", TOO_LONG % {"max": MAX_SOURCE})
+    # The source is hashed into the ledger for good: a link in it keeps its page only.
+    source = pages_in(source)[:MAX_SOURCE]
     consented_at = parse_consented_at(values.get("consented_at", ""), now)
     return ImportRow(line, email, email_key, name, consented_at, source)
 

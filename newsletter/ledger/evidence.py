@@ -28,6 +28,7 @@ _PCHAR = "!$&'()*+,;=:@-._~"
 _RUN = re.compile(r"[^\W_]+")  # letters and digits, in any script
 _WORD = re.compile(r"\d{0,4}([^\W\d_]+)\d{0,4}|\d{1,12}")
 _HOST = re.compile(r"[\w.-]{1,253}|[0-9A-Fa-f:.]{2,45}")
+_URL_IN_TEXT = re.compile(r"https?://[^\s<>\"']+", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ def page_of(url: str | None) -> str | None:
     )
     netloc = host if port is None else f"{host}:{port}"
     return f"{parts.scheme.lower()}://{netloc}{path or '/'}"[:MAX_SOURCE_URL]
+
+
+def pages_in(text: str) -> str:
+    """Free text with every http(s) URL in it reduced to its page (``page_of``),
+    or to ``…`` where it names none: for evidence that arrives as text."""
+    return _URL_IN_TEXT.sub(lambda url: page_of(url.group()) or REDACTED, text)
 
 
 def looks_secret(segment: str) -> bool:
