@@ -21,6 +21,11 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     )
     load_config(app, test_config)
 
+    from .web.params import RowIdConverter
+
+    # Before any blueprint adds its routes: `<id:...>` is how they take a row id.
+    app.url_map.converters["id"] = RowIdConverter
+
     from .ops.logs import configure_logging
 
     configure_logging(app)

@@ -255,7 +255,13 @@ def test_keyset_cursor_is_bounded(
 ) -> None:
     add_subscriber("ada@example.org", default_list)
     viewer = staff_client(Role.VIEWER)
-    for before in ("-1", "abc", "9" * 40, "0"):
+    for before in ("-1", "abc", "9" * 40, "0", "2147483648", "\u00b2"):
+        response = viewer.get(f"/admin/subscribers?before={before}")
+        assert response.status_code == 400
+        assert "before must be a whole number from 1 to 2147483647." in response.get_data(
+            as_text=True
+        )
+    for before in ("", "2147483647"):
         response = viewer.get(f"/admin/subscribers?before={before}")
         assert response.status_code == 200
         assert len(listed_ids(response.get_data(as_text=True))) == 1

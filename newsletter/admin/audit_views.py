@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 
 from flask import render_template, request
 from flask.typing import ResponseReturnValue
@@ -10,6 +11,7 @@ from sqlalchemy import Select, select
 
 from ..extensions import db
 from ..models import AuditEntry, Role
+from ..web.params import query_day, query_text
 from . import bp
 from .access import requires
 from .pagination import requested_page
@@ -17,31 +19,46 @@ from .pagination import requested_page
 FILTERS = ("actor", "action", "object_type", "object_id", "since", "until")
 
 
-def _day(raw: str) -> date | None:
-    """An ISO date from a filter field, or None when empty or malformed."""
-    try:
-        return date.fromisoformat(raw) if raw else None
-    except ValueError:
-        return None
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit page is filtered by; empty text and None mean "any"."""
+
+    actor: str = ""
+    action: str = ""
+    object_type: str = ""
+    object_id: str = ""
+    since: datetime | None = None  # the first instant shown
+    before: datetime | None = None  # the first instant no longer shown
 
 
-def filtered_audit(args: dict[str, str]) -> Select[tuple[AuditEntry]]:
+def requested_filter() -> AuditFilter:
+    """The filters in the query string, each text no longer than its column; a
+    malformed one is a 400 (see web.params)."""
+    return AuditFilter(
+        actor=query_text("actor", 320),
+        action=query_text("action", 64),
+        object_type=query_text("object_type", 32),
+        object_id=query_text("object_id", 64),
+        since=query_day("since"),
+        before=query_day("until", end=True),
+    )
+
+
+def filtered_audit(flt: AuditFilter) -> Select[tuple[AuditEntry]]:
     """The audit query for the given filters, newest first."""
     query = select(AuditEntry)
-    if args.get("actor"):
-        query = query.where(AuditEntry.actor_email.contains(args["actor"].lower()[:320]))
-    if args.get("action"):
-        query = query.where(AuditEntry.action.startswith(args["action"][:64]))
-    if args.get("object_type"):
-        query = query.where(AuditEntry.object_type == args["object_type"][:32])
-    if args.get("object_id"):
-        query = query.where(AuditEntry.object_id == args["object_id"][:64])
-    since, until = _day(args.get("since", "")), _day(args.get("until", ""))
-    if since:
-        query = query.where(AuditEntry.occurred_at >= datetime.combine(since, time(), UTC))
-    if until:
-        end = datetime.combine(until + timedelta(days=1), time(), UTC)
-        query = query.where(AuditEntry.occurred_at < end)
+    if flt.actor:
+        query = query.where(AuditEntry.actor_email.contains(flt.actor.lower()))
+    if flt.action:
+        query = query.where(AuditEntry.action.startswith(flt.action))
+    if flt.object_type:
+        query = query.where(AuditEntry.object_type == flt.object_type)
+    if flt.object_id:
+        query = query.where(AuditEntry.object_id == flt.object_id)
+    if flt.since:
+        query = query.where(AuditEntry.occurred_at >= flt.since)
+    if flt.before:
+        query = query.where(AuditEntry.occurred_at < flt.before)
     return query.order_by(AuditEntry.id.desc())
 
 
@@ -49,15 +66,15 @@ def filtered_audit(args: dict[str, str]) -> Select[tuple[AuditEntry]]:
 @requires(Role.OWNER)
 def audit_log() -> ResponseReturnValue:
     """The audit trail, filtered by actor, action, object and dates."""
-    args = {key: request.args.get(key, "").strip() for key in FILTERS}
+    flt = requested_filter()
     page = requested_page(50)
-    rows = db.session.scalars(filtered_audit(args).offset(page.offset).limit(page.size + 1)).all()
+    rows = db.session.scalars(filtered_audit(flt).offset(page.offset).limit(page.size + 1)).all()
     return render_template(
         "admin/audit.html",
         entries=rows[: page.size],
         has_next=len(rows) > page.size,
         page=page,
-        filters=args,
+        filters={name: request.args.get(name, "").strip() for name in FILTERS},
         actions=_known_actions(),
     )
 

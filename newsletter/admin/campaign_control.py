@@ -28,7 +28,7 @@ def _back(campaign_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.campaign_detail", campaign_id=campaign_id))
 
 
-@bp.route("/campaigns/<int:campaign_id>/test", methods=["POST"])
+@bp.route("/campaigns/<id:campaign_id>/test", methods=["POST"])
 @requires(Role.EDITOR)
 def campaign_test(campaign_id: int) -> ResponseReturnValue:
     """Queue a test mail to oneself; the worker sends it like every mail."""
@@ -42,7 +42,7 @@ def campaign_test(campaign_id: int) -> ResponseReturnValue:
     return _back(campaign_id)
 
 
-@bp.route("/campaigns/<int:campaign_id>/start", methods=["POST"])
+@bp.route("/campaigns/<id:campaign_id>/start", methods=["POST"])
 @requires(Role.EDITOR)
 def campaign_start(campaign_id: int) -> ResponseReturnValue:
     """Start now, or schedule when a time (UTC) is given."""
@@ -89,7 +89,7 @@ def _control(
     return _back(campaign_id)
 
 
-@bp.route("/campaigns/<int:campaign_id>/pause", methods=["POST"])
+@bp.route("/campaigns/<id:campaign_id>/pause", methods=["POST"])
 @requires(Role.EDITOR)
 def campaign_pause(campaign_id: int) -> ResponseReturnValue:
     """Stop handing out batches; the batch in flight finishes."""
@@ -101,7 +101,7 @@ def campaign_pause(campaign_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.route("/campaigns/<int:campaign_id>/resume", methods=["POST"])
+@bp.route("/campaigns/<id:campaign_id>/resume", methods=["POST"])
 @requires(Role.EDITOR)
 def campaign_resume(campaign_id: int) -> ResponseReturnValue:
     """Continue where it stopped."""
@@ -113,7 +113,7 @@ def campaign_resume(campaign_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.route("/campaigns/<int:campaign_id>/cancel", methods=["POST"])
+@bp.route("/campaigns/<id:campaign_id>/cancel", methods=["POST"])
 @requires(Role.EDITOR)
 def campaign_cancel(campaign_id: int) -> ResponseReturnValue:
     """Stop for good; what is still queued is not sent."""
@@ -125,7 +125,7 @@ def campaign_cancel(campaign_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.route("/campaigns/<int:campaign_id>/public", methods=["POST"])
+@bp.route("/campaigns/<id:campaign_id>/public", methods=["POST"])
 @requires(Role.EDITOR)
 def campaign_public(campaign_id: int) -> ResponseReturnValue:
     """Show in the public archive (``public=1``) or hide (anything else)."""
@@ -139,7 +139,7 @@ def campaign_public(campaign_id: int) -> ResponseReturnValue:
     return _back(campaign_id)
 
 
-@bp.route("/campaigns/<int:campaign_id>/progress.json")
+@bp.route("/campaigns/<id:campaign_id>/progress.json")
 @requires(Role.VIEWER)
 def campaign_progress_json(campaign_id: int) -> ResponseReturnValue:
     """Counts, rate and ETA for the live progress bar."""

@@ -43,7 +43,7 @@ def html_document(markup: str, status: int = 200) -> Response:
     return response
 
 
-@bp.route("/campaigns/<int:campaign_id>/preview")
+@bp.route("/campaigns/<id:campaign_id>/preview")
 @requires(Role.VIEWER)
 def campaign_preview(campaign_id: int) -> ResponseReturnValue:
     """The saved campaign's HTML (once sending started: exactly what was sent)."""

@@ -113,7 +113,7 @@ def campaign_new() -> ResponseReturnValue:
     return render_template("admin/campaign_form.html", form=form, campaign=None)
 
 
-@bp.route("/campaigns/<int:campaign_id>/edit", methods=["GET", "POST"])
+@bp.route("/campaigns/<id:campaign_id>/edit", methods=["GET", "POST"])
 @requires(Role.EDITOR)
 def campaign_edit(campaign_id: int) -> ResponseReturnValue:
     """Edit a draft or scheduled campaign; refused (409) once it has started."""
@@ -171,7 +171,7 @@ def _field_error(form: CampaignForm, exc: InvalidInput) -> None:
         field.errors = [*field.errors, exc.message]
 
 
-@bp.route("/campaigns/<int:campaign_id>")
+@bp.route("/campaigns/<id:campaign_id>")
 @requires(Role.VIEWER)
 def campaign_detail(campaign_id: int) -> ResponseReturnValue:
     """A campaign: its content, progress and (for editors) its controls."""

@@ -107,7 +107,7 @@ def _job_or_404(job_id: int) -> ImportJob:
     return jobs.get_job(job_id) or abort(404)
 
 
-@bp.route("/imports/<int:job_id>")
+@bp.route("/imports/<id:job_id>")
 @requires(Role.EDITOR)
 def import_job(job_id: int) -> ResponseReturnValue:
     """Preview and mapping while uploaded; progress, then the result, afterwards."""
@@ -159,7 +159,7 @@ def _mapping_page(job: ImportJob, form: MappingForm, status: int = 200) -> Respo
     )
 
 
-@bp.route("/imports/<int:job_id>/queue", methods=["POST"])
+@bp.route("/imports/<id:job_id>/queue", methods=["POST"])
 @requires(Role.EDITOR)
 def import_queue(job_id: int) -> ResponseReturnValue:
     """Save the mapping and queue the job for a worker."""
@@ -181,7 +181,7 @@ def import_queue(job_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.import_job", job_id=job.id))
 
 
-@bp.route("/imports/<int:job_id>/discard", methods=["POST"])
+@bp.route("/imports/<id:job_id>/discard", methods=["POST"])
 @requires(Role.EDITOR)
 def import_discard(job_id: int) -> ResponseReturnValue:
     """Drop an uploaded file that was not queued."""
@@ -195,7 +195,7 @@ def import_discard(job_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.imports"))
 
 
-@bp.route("/imports/<int:job_id>/progress")
+@bp.route("/imports/<id:job_id>/progress")
 @requires(Role.EDITOR)
 def import_progress(job_id: int) -> ResponseReturnValue:
     """The job's progress as JSON, polled by static/admin-import.js."""

@@ -83,7 +83,7 @@ def _loaded(list_id: int) -> MailingList:
     return service.get_list(list_id) or abort(404)
 
 
-@bp.route("/lists/<int:list_id>")
+@bp.route("/lists/<id:list_id>")
 @requires(Role.VIEWER)
 def list_detail(list_id: int) -> ResponseReturnValue:
     """A list, the consent text in force and every earlier version."""
@@ -95,7 +95,7 @@ def list_detail(list_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.route("/lists/<int:list_id>/edit", methods=["GET", "POST"])
+@bp.route("/lists/<id:list_id>/edit", methods=["GET", "POST"])
 @requires(Role.EDITOR)
 def list_edit(list_id: int) -> ResponseReturnValue:
     """Edit name, description and default; a changed consent text is a new version."""
@@ -128,14 +128,14 @@ def list_edit(list_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.route("/lists/<int:list_id>/archive", methods=["POST"])
+@bp.route("/lists/<id:list_id>/archive", methods=["POST"])
 @requires(Role.EDITOR)
 def list_archive(list_id: int) -> ResponseReturnValue:
     """Archive: no new signups or campaigns; subscribers and history stay."""
     return _set_archived(list_id, True)
 
 
-@bp.route("/lists/<int:list_id>/unarchive", methods=["POST"])
+@bp.route("/lists/<id:list_id>/unarchive", methods=["POST"])
 @requires(Role.EDITOR)
 def list_unarchive(list_id: int) -> ResponseReturnValue:
     """Reopen an archived list."""

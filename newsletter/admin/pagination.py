@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import request
+from ..web.params import query_number
 
 MAX_PAGE = 10_000
 
@@ -21,9 +21,12 @@ class Page:
         """Rows to skip."""
         return (self.number - 1) * self.size
 
+    @property
+    def is_last_allowed(self) -> bool:
+        """Whether this is MAX_PAGE, past which no page may be asked for."""
+        return self.number >= MAX_PAGE
+
 
 def requested_page(size: int = 50) -> Page:
-    """The page asked for in ?page=, bounded; anything unparsable is page 1."""
-    raw = request.args.get("page", "1")
-    number = int(raw) if raw.isdigit() else 1
-    return Page(number=min(max(number, 1), MAX_PAGE), size=size)
+    """The page asked for in ?page= (1 when absent); not 1 to MAX_PAGE in ASCII digits is a 400."""
+    return Page(number=query_number("page", MAX_PAGE, default=1), size=size)

@@ -47,7 +47,7 @@ def staff_new() -> ResponseReturnValue:
     return render_template("admin/staff_new.html", form=form)
 
 
-@bp.route("/staff/<int:staff_id>", methods=["GET", "POST"])
+@bp.route("/staff/<id:staff_id>", methods=["GET", "POST"])
 @requires(Role.OWNER)
 def staff_edit(staff_id: int) -> ResponseReturnValue:
     """Change an account's name, role or status."""
@@ -71,7 +71,7 @@ def staff_edit(staff_id: int) -> ResponseReturnValue:
     return render_template("admin/staff_edit.html", form=form, user=user, reset=ConfirmForm())
 
 
-@bp.route("/staff/<int:staff_id>/reset-two-factor", methods=["POST"])
+@bp.route("/staff/<id:staff_id>/reset-two-factor", methods=["POST"])
 @requires(Role.OWNER)
 def staff_reset_two_factor(staff_id: int) -> ResponseReturnValue:
     """Turn off someone's two-factor login (a lost phone); they set it up again."""

@@ -37,7 +37,7 @@ def _unsubscribe_form(report: SubscriberReport) -> UnsubscribeForm:
     return form
 
 
-@bp.route("/subscribers/<int:subscriber_id>")
+@bp.route("/subscribers/<id:subscriber_id>")
 @requires(Role.VIEWER)
 def subscriber_detail(subscriber_id: int) -> ResponseReturnValue:
     """Profile, subscriptions, consent timeline and the mails sent."""
@@ -53,7 +53,7 @@ def subscriber_detail(subscriber_id: int) -> ResponseReturnValue:
     )
 
 
-@bp.route("/subscribers/<int:subscriber_id>/proof.json")
+@bp.route("/subscribers/<id:subscriber_id>/proof.json")
 @requires(Role.VIEWER)
 def subscriber_proof_json(subscriber_id: int) -> ResponseReturnValue:
     """The proof of consent as a JSON download (the same as `newsletter consent proof`)."""
@@ -68,7 +68,7 @@ def subscriber_proof_json(subscriber_id: int) -> ResponseReturnValue:
     return response
 
 
-@bp.route("/subscribers/<int:subscriber_id>/proof")
+@bp.route("/subscribers/<id:subscriber_id>/proof")
 @requires(Role.VIEWER)
 def subscriber_proof(subscriber_id: int) -> ResponseReturnValue:
     """The proof of consent as a printable page."""
@@ -87,7 +87,7 @@ def subscriber_proof(subscriber_id: int) -> ResponseReturnValue:
     return response
 
 
-@bp.route("/subscribers/<int:subscriber_id>/unsubscribe", methods=["POST"])
+@bp.route("/subscribers/<id:subscriber_id>/unsubscribe", methods=["POST"])
 @requires(Role.EDITOR)
 def subscriber_unsubscribe(subscriber_id: int) -> ResponseReturnValue:
     """Withdraw consent on the person's behalf (channel ``staff`` in the ledger)."""
@@ -112,7 +112,7 @@ def subscriber_unsubscribe(subscriber_id: int) -> ResponseReturnValue:
     return redirect(url_for("admin.subscriber_detail", subscriber_id=subscriber_id))
 
 
-@bp.route("/subscribers/<int:subscriber_id>/erase", methods=["GET", "POST"])
+@bp.route("/subscribers/<id:subscriber_id>/erase", methods=["GET", "POST"])
 @requires(Role.EDITOR)
 def subscriber_erase(subscriber_id: int) -> ResponseReturnValue:
     """Erasure with a confirm step: a page that says what happens, then a ticked box."""

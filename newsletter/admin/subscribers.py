@@ -18,11 +18,11 @@ from ..subscriptions.export import csv_chunks, export_rows, record_export
 from ..subscriptions.search import (
     SearchPage,
     SubscriberFilter,
-    parse_before,
     parse_filter,
     search_subscribers,
 )
 from ..subscriptions.validation import InvalidInput
+from ..web.params import ID_MAX, query_number
 from . import bp
 from .access import client_ip, requires, staff
 from .subscriber_forms import ExportForm
@@ -35,6 +35,7 @@ PAGE_SIZE = 50
 def subscribers() -> ResponseReturnValue:
     """Search by address or name, filter by list and status, one keyset page at a time."""
     args = {key: request.args.get(key, "")[:300] for key in ("q", "list", "status")}
+    before = query_number("before", ID_MAX)
     error = None
     try:
         flt = parse_filter(args)
@@ -42,16 +43,14 @@ def subscribers() -> ResponseReturnValue:
         flt, error = SubscriberFilter(), exc
         result = SearchPage(subscribers=[], next_before=None)
     else:
-        result = search_subscribers(
-            flt, before=parse_before(request.args.get("before")), size=PAGE_SIZE
-        )
+        result = search_subscribers(flt, before=before, size=PAGE_SIZE)
     return render_template(
         "admin/subscribers.html",
         args=args,
         error=error,
         flt=flt,
         page=result,
-        first_page=request.args.get("before") is None,
+        first_page=before is None,
         lists=_lists(),
         statuses=list(SubscriptionStatus),
         export_form=ExportForm(formdata=None),

@@ -81,13 +81,6 @@ def parse_filter(args: Mapping[str, str]) -> SubscriberFilter:
     return SubscriberFilter(query=query, list_id=list_id, list_slug=slug, status=status)
 
 
-def parse_before(raw: str | None) -> int | None:
-    """The keyset cursor from ``?before=``: a positive id, or None for the first page."""
-    if raw and raw.isdigit() and len(raw) <= 18:
-        return int(raw) or None
-    return None
-
-
 def like_pattern(fragment: str) -> str:
     """``%fragment%`` with LIKE's wildcards escaped, so ``_`` and ``%`` match themselves."""
     escaped = fragment.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", r"\%").replace("_", r"\_")

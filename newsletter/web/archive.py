@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, render_template, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import Select, select
 from sqlalchemy.orm import joinedload
@@ -23,6 +23,7 @@ from ..campaigns.compose import NAME_TAG, markdown_to_safe_html
 from ..extensions import db
 from ..mail.render import base_url
 from ..models import Campaign, CampaignStatus, utcnow
+from .params import query_number
 
 bp = Blueprint("archive", __name__)
 
@@ -55,18 +56,17 @@ def public_html(campaign: Campaign) -> str:
 @bp.get("/archive")
 def index() -> ResponseReturnValue:
     """Every public campaign that was sent, newest first, a page at a time."""
-    raw = request.args.get("page", "1")
-    page = min(max(int(raw), 1), MAX_PAGE) if raw.isdigit() else 1
+    page = query_number("page", MAX_PAGE, default=1)
     rows = db.session.scalars(_public().offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)).all()
     return render_template(
         "public/archive.html",
         campaigns=rows[:PAGE_SIZE],
         page=page,
-        has_next=len(rows) > PAGE_SIZE,
+        has_next=len(rows) > PAGE_SIZE and page < MAX_PAGE,
     )
 
 
-@bp.get("/archive/<int:campaign_id>")
+@bp.get("/archive/<id:campaign_id>")
 def issue(campaign_id: int) -> ResponseReturnValue:
     """One campaign's web view; 404 unless it is public and was sent."""
     campaign = db.session.scalar(_public().where(Campaign.id == campaign_id)) or abort(404)

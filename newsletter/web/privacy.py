@@ -32,10 +32,10 @@ def policy_in_force() -> ResponseReturnValue:
     return _render_policy(current)
 
 
-@bp.get("/privacy/<int:version>")
+@bp.get("/privacy/<id:version>")
 def policy_version(version: int) -> ResponseReturnValue:
     """One version of the policy, earlier, current or announced."""
-    found = policy.policy_by_version(version) if 0 < version < 2**31 else None
+    found = policy.policy_by_version(version)
     if found is None:
         return render_template("public/privacy.html", policy=None, versions=[]), 404
     return _render_policy(found)
