@@ -9,6 +9,7 @@ staff lists' second pages (the pager once overwrote the translation function).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,20 @@ def public_campaign(subject: str = "Offentlig") -> Campaign:
     db.session.execute(update(Campaign).where(Campaign.id == made.id).values(is_public=True))
     db.session.commit()
     return made
+
+
+@pytest.mark.parametrize("field", ["email", "name", "locale", "lists"])
+def test_api_refuses_a_lone_surrogate_naming_the_field(
+    client: FlaskClient, default_list: MailingList, field: str
+) -> None:
+    body: dict[str, object] = {"email": "someone@example.org"}
+    body[field] = ["\udcff"] if field == "lists" else "ok \udcff"
+    response = client.post(
+        "/api/v1/subscriptions", data=json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.get_json()["field"] == field
+    assert "Unicode" in response.get_json()["error"]
 
 
 @pytest.mark.parametrize("raw", [*BIG_IDS, "0", "-1", "0{id}", "{arabic}", SUPERSCRIPT_TWO])

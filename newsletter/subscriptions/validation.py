@@ -85,3 +85,18 @@ def clean_locale(raw: str | None, languages: list[str]) -> str | None:
         choices = ", ".join(languages)
         raise InvalidInput("locale", _("Choose one of: %(choices)s.", choices=choices))
     return raw
+
+
+def require_encodable(value: object, field: str) -> None:
+    """Refuse text UTF-8 cannot encode: a string, or a string in a list, holding a
+    lone surrogate (U+D800 to U+DFFF alone), which a JSON ``\\udXXX`` escape can
+    carry but no database, mail or log can hold. Other values pass unchanged."""
+    texts = value if isinstance(value, list) else [value]
+    for text in texts:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidInput(
+                    field, "The text is not valid Unicode: it holds a lone surrogate."
+                ) from None

@@ -13,7 +13,7 @@ from ..extensions import limiter
 from ..ledger import evidence_from_request
 from ..models import Channel
 from ..subscriptions.service import SignupRequest, request_subscription
-from ..subscriptions.validation import InvalidInput
+from ..subscriptions.validation import InvalidInput, require_encodable
 from .origin import cors_origin, origin_allowed
 from .signup import signup_rate_limit
 
@@ -55,6 +55,10 @@ def create_subscription() -> ResponseReturnValue:
         value = data.get(name)
         if value is not None and not isinstance(value, kind):
             return _error(422, f"'{name}' must be a {kind.__name__}.", name)
+        try:
+            require_encodable(value, name)
+        except InvalidInput as exc:
+            return _error(400, exc.message, exc.field)
     if not data.get("email"):
         return _error(422, "'email' is required.", "email")
     try:

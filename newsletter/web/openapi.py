@@ -82,7 +82,10 @@ def document(languages: list[str]) -> dict[str, Any]:
                             "description": "Accepted; check the inbox to confirm.",
                             "content": {"application/json": {"schema": accepted}},
                         },
-                        "400": _error("The body is not a JSON object."),
+                        "400": _error(
+                            "The body is not a JSON object, or a text in it is not valid "
+                            "Unicode (a lone surrogate such as `\\udcff`); `field` names it."
+                        ),
                         "403": _error("The request's Origin may not sign people up."),
                         "413": _error("The body is too large."),
                         "415": _error("The body is not JSON."),
