@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -23,7 +25,7 @@ from newsletter.campaigns.service import create_campaign, start_campaign
 from newsletter.extensions import db
 from newsletter.models import AuditEntry, Campaign, ImportJob, MailingList, Role, StaffUser
 
-from .fixtures.staff import StaffClient
+from .fixtures.staff import STAFF_PASSWORD, StaffClient, csrf_from
 
 BIG_IDS = ["2147483648", "9223372036854775808", str(2**70)]
 ARABIC_ONE = "\u0661"  # ARABIC-INDIC DIGIT ONE: int() reads it as 1
@@ -169,6 +171,36 @@ def test_bad_request_pages_are_translated(
     archive = client.get(f"/archive?page={SUPERSCRIPT_TWO}", headers=DANISH)
     assert_error_page(archive, 400, "page skal være et helt tal fra 1 til 1000")
     assert "Forkert forespørgsel" in archive.get_data(as_text=True)  # Bad Request
+
+
+def test_two_factor_codes_in_other_scripts_digits_are_read_as_digits(
+    app: Flask, staff_client: Callable[..., StaffClient]
+) -> None:
+    editor = staff_client(Role.EDITOR)
+    page = editor.get("/admin/account/two-factor").get_data(as_text=True)
+    secret = re.search(r"<code>([A-Z2-7]{32})</code>", page).group(1)
+    for wrong in (arabic("000000"), SUPERSCRIPT_TWO * 6, "１２３４５６"):
+        response = editor.post("/admin/account/two-factor", {"code": wrong})
+        assert response.status_code == 200
+        assert "does not match" in response.get_data(as_text=True)
+    code = pyotp.TOTP(secret).at(time.time() - 30)
+    assert editor.post("/admin/account/two-factor", {"code": arabic(code)}).status_code == 302
+
+    client = app.test_client()
+    page = client.get("/admin/login")
+    client.post(
+        "/admin/login",
+        data={"email": editor.user.email, "password": STAFF_PASSWORD, "csrf_token": csrf_from(page)},
+    )
+    token = csrf_from(client.get("/admin/login/code"))
+    bad = client.post("/admin/login/code", data={"code": SUPERSCRIPT_TWO * 6, "csrf_token": token})
+    assert bad.status_code == 200
+    assert "wrong or was used already" in bad.get_data(as_text=True)
+    good = client.post(
+        "/admin/login/code", data={"code": arabic(pyotp.TOTP(secret).now()), "csrf_token": token}
+    )
+    assert good.status_code == 302
+    assert client.get("/admin/").status_code == 200
 
 
 def _second_page(owner: StaffClient, path: str) -> str:

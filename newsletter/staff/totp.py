@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
+import unicodedata
 
 import pyotp
 import segno
@@ -32,11 +33,23 @@ def qr_svg(uri: str) -> str:
     return str(segno.make(uri, error="m").svg_inline(scale=5, dark="#111", light="#fff"))
 
 
+def ascii_code(typed: str) -> str | None:
+    """The code as ASCII digits: spaces dropped, and each decimal digit of any
+    script (Arabic-Indic, fullwidth ...: what a phone's keyboard may type) read
+    as its ASCII digit; None if anything else is in it ("²" is not a decimal digit).
+    """
+    digits = [unicodedata.decimal(char, None) for char in typed.strip().replace(" ", "")]
+    if any(digit is None for digit in digits):
+        return None
+    return "".join(str(digit) for digit in digits)
+
+
 def matching_step(secret: str, code: str, now: float | None = None) -> int | None:
     """The time step whose code equals ``code``, within the window; None if none."""
-    code = code.strip().replace(" ", "")
-    if not (code.isdigit() and len(code) == 6):
+    ascii_digits = ascii_code(code)
+    if ascii_digits is None or len(ascii_digits) != 6:
         return None
+    code = ascii_digits
     totp = pyotp.TOTP(secret)
     current = int((time.time() if now is None else now) // totp.interval)
     for step in range(current - VALID_WINDOW, current + VALID_WINDOW + 1):
