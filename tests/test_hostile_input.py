@@ -7,9 +7,11 @@ OpenAPI document in test_openapi.py; the CSV import in the import tests.)
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from email import message_from_bytes, policy
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +20,7 @@ from sqlalchemy import select
 
 from newsletter.extensions import db
 from newsletter.mail.render import render_outbox_message
-from newsletter.models import OutboxMessage, Subscriber
+from newsletter.models import OutboxMessage, Role, Subscriber
 
 from .conftest import ORIGIN
 
@@ -42,6 +44,44 @@ hostile = st.one_of(
     st.sampled_from(INJECTIONS),
     st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=400),
     st.builds(lambda a, b: f"{a}@{b}.example.org", st.text(max_size=70), st.text(max_size=20)),
+)
+# JSON can carry what a form cannot: lone surrogates ("\\udcff" escapes), as text
+# alone, inside other text, or as a list's item.
+SURROGATE = st.characters(categories=("Cs",))
+hostile_json_text = st.one_of(
+    hostile,
+    st.text(max_size=400),
+    st.builds(lambda a, b, c: a + b + c, st.text(max_size=20), SURROGATE, st.text(max_size=20)),
+)
+hostile_json_value = st.one_of(
+    st.none(), hostile_json_text, st.lists(hostile_json_text, max_size=3), st.integers()
+)
+# A form body whose percent-encoding is not UTF-8 (%ff, a lone surrogate's %ed%b3%bf ...).
+percent_bytes = st.lists(st.integers(0, 255), max_size=40).map(
+    lambda values: "".join(f"%{value:02X}" for value in values)
+)
+# Route ids no row can have: zero and below, beyond PostgreSQL's INTEGER (and
+# SQLite's 64 bits), leading zeros, and digits int() reads but that are not ASCII.
+ID_MAX = 2**31 - 1
+unicode_digits = st.text(
+    alphabet=st.characters(categories=("Nd", "No"), exclude_characters="0123456789"),
+    min_size=1,
+    max_size=12,
+)
+hostile_ids = st.one_of(
+    st.integers(max_value=0).map(str),
+    st.integers(min_value=ID_MAX + 1).map(str),
+    st.integers(min_value=0, max_value=ID_MAX).map(lambda n: f"0{n}"),
+    unicode_digits,
+)
+# Query arguments: any text a URL can carry (control characters included),
+# numbers of any size and script, and dates up to datetime's last day.
+hostile_arg = st.one_of(
+    st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=80),
+    st.integers().map(str),
+    unicode_digits,
+    st.dates().map(lambda day: day.isoformat()),
+    st.sampled_from(["", "0", "9999-12-31", "0001-01-01", "\x00", "a\x00b", "1" * 5000]),
 )
 FUZZ = settings(
     max_examples=120,
@@ -160,3 +200,122 @@ def test_campaign_mail_to_a_hostile_name_has_no_injected_header(
     to = received.message["To"]
     assert "\n" not in str(to)
     assert "\r" not in str(to)
+
+
+@given(
+    email=st.one_of(st.just("fuzz@example.org"), hostile_json_value),
+    others=st.dictionaries(st.sampled_from(["name", "lists", "locale"]), hostile_json_value),
+)
+@FUZZ
+def test_api_refuses_lone_surrogates_naming_the_field(
+    client, default_list, email: object, others: dict[str, object]
+) -> None:
+    body = {"email": email, **others}
+    response = client.post(
+        "/api/v1/subscriptions", data=json.dumps(body), content_type="application/json"
+    )
+    assert response.status_code in (202, 400, 422)
+    answer = response.get_json()
+    with_surrogate = [name for name, value in body.items() if _has_surrogate(value)]
+    if response.status_code == 400:
+        assert answer["field"] in with_surrogate
+    if with_surrogate and all(_well_typed(name, value) for name, value in body.items()):
+        assert response.status_code == 400, answer
+
+
+def _well_typed(name: str, value: object) -> bool:
+    """Whether a field has the type the API wants (null meaning "not given")."""
+    return value is None or isinstance(value, list if name == "lists" else str)
+
+
+def _has_surrogate(value: object) -> bool:
+    """Whether a JSON value holds a lone surrogate in its text."""
+    texts = value if isinstance(value, list) else [value]
+    return any(isinstance(t, str) and any("\ud800" <= c <= "\udfff" for c in t) for t in texts)
+
+
+@given(email=percent_bytes, name=percent_bytes, raw=st.binary(max_size=60))
+@FUZZ
+def test_signup_form_with_invalid_percent_encoding_never_fails(
+    client, default_list, email: str, name: str, raw: bytes
+) -> None:
+    for body in (f"email={email}&name={name}&website=".encode(), b"email=" + raw):
+        response = client.post(
+            "/subscribe",
+            data=body,
+            headers={"Origin": ORIGIN, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert response.status_code in (200, 303, 400, 413)
+
+
+@pytest.fixture
+def owner(staff_client):
+    """An owner's console client, one for all of a test's examples."""
+    return staff_client(Role.OWNER)
+
+
+def _id_routes(app, prefix: str) -> list[tuple[str, str]]:
+    """(method, path template with {id}) of the routes under ``prefix`` that take a row id."""
+    found = []
+    for rule in app.url_map.iter_rules():
+        if rule.rule.startswith(prefix) and rule.arguments:
+            method = "GET" if "GET" in (rule.methods or ()) else "POST"
+            found.append((method, re.sub(r"<[^>]+>", "{id}", rule.rule)))
+    return found
+
+
+@given(raw=hostile_ids)
+@FUZZ
+def test_public_routes_answer_404_to_ids_no_row_can_have(client, default_list, raw: str) -> None:
+    for path in (f"/archive/{quote(raw)}", f"/privacy/{quote(raw)}"):
+        assert client.get(path).status_code == 404, path
+
+
+@given(number=st.integers())
+@FUZZ
+def test_archive_answers_any_integer_without_error(client, default_list, number: int) -> None:
+    assert client.get(f"/archive/{number}").status_code == 404
+
+
+@given(raw=hostile_ids)
+@settings(FUZZ, max_examples=25)
+def test_staff_routes_answer_404_to_ids_no_row_can_have(app, owner, default_list, raw: str) -> None:
+    routes = _id_routes(app, "/admin/")
+    assert len(routes) >= 20
+    for method, template in routes:
+        path = template.format(id=quote(raw))
+        response = owner.get(path) if method == "GET" else owner.post(path)
+        assert response.status_code == 404, (path, response.status_code)
+
+
+def _refused_or_shown(response) -> None:
+    """200, or 400 on the app's error page (never 500, never a traceback)."""
+    text = response.get_data(as_text=True)
+    assert response.status_code in (200, 400), response.status_code
+    if response.status_code == 400:
+        assert "<h1>400 " in text
+        assert "Traceback" not in text
+
+
+@given(page=hostile_arg)
+@FUZZ
+def test_archive_page_argument_is_refused_or_shown(client, page: str) -> None:
+    _refused_or_shown(client.get("/archive?" + urlencode({"page": page})))
+
+
+@given(
+    page=hostile_arg,
+    before=hostile_arg,
+    filters=st.dictionaries(
+        st.sampled_from(["actor", "action", "object_type", "object_id", "since", "until"]),
+        hostile_arg,
+    ),
+)
+@settings(FUZZ, max_examples=60)
+def test_staff_query_arguments_are_refused_or_shown(
+    owner, page: str, before: str, filters: dict[str, str]
+) -> None:
+    for path in ("/admin/campaigns", "/admin/imports"):
+        _refused_or_shown(owner.get(f"{path}?" + urlencode({"page": page})))
+    _refused_or_shown(owner.get("/admin/subscribers?" + urlencode({"before": before})))
+    _refused_or_shown(owner.get("/admin/audit?" + urlencode({"page": page, **filters})))
