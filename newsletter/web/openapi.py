@@ -45,7 +45,8 @@ def document(languages: list[str]) -> dict[str, Any]:
                 "items": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"},
                 "maxItems": MAX_LISTS,
             },
-            "locale": {"type": ["string", "null"], "enum": [*languages, None]},
+            # "" is accepted as "not given" too (validation.clean_locale).
+            "locale": {"type": ["string", "null"], "enum": [*languages, "", None]},
         },
     }
     accepted = {
