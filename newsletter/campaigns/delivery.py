@@ -19,6 +19,7 @@ import time
 from flask import Flask
 
 from ..extensions import db
+from ..mail.headers import UnsafeHeader
 from ..mail.message import OutgoingMail
 from ..mail.transport import PermanentFailure, TemporaryFailure, open_transport
 from ..models.campaigns import DeliveryStatus
@@ -53,9 +54,15 @@ def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
         languages.setdefault(recipient.campaign_id, set()).add(recipient.locale)
     contents = {cid: load_content(cid, locales) for cid, locales in languages.items()}
     links = LinkTemplates.build()
-    messages: list[tuple[Recipient, OutgoingMail]] = [
-        (r, render(r, contents[r.campaign_id], links)) for r in recipients
-    ]
+    messages: list[tuple[Recipient, OutgoingMail]] = []
+    for recipient in recipients:
+        try:
+            messages.append((recipient, render(recipient, contents[recipient.campaign_id], links)))
+        except UnsafeHeader as exc:
+            # An address no header can carry safely (stored before the rules
+            # refused it): this delivery fails; the rest of the batch goes on.
+            fail(recipient, PermanentFailure(f"cannot write the mail's header: {exc}"))
+            batch.failed += 1
     db.session.commit()  # no transaction open during SMTP I/O
     if messages:
         _send(app, messages, batch, owner, renew_at)

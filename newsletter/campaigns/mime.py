@@ -3,44 +3,22 @@
 ``email.message`` builds a tree and runs a policy-driven generator for every
 message, which costs more than the whole SMTP exchange with a local relay.
 Campaign mail has one fixed shape (multipart/alternative, text + HTML, UTF-8,
-quoted-printable), so the invariant headers are encoded once per campaign by
-the ``email`` package and each recipient costs two string replacements, two
-C-level quoted-printable encodings and a join. The output is checked against
-the ``email`` parser in the tests, and DKIM-signed by dkimpy when configured.
+quoted-printable), so the invariant headers are written once per campaign
+(by ``mail.headers.header_line``, which writes every header we send) and each
+recipient costs a few header lines, the personal values' quoted-printable and
+a join (``mail.message.alternative``, shared with transactional mail). The
+output is checked against the ``email`` parser in the tests, and DKIM-signed
+by dkimpy when configured.
 """
 
 from __future__ import annotations
 
-import binascii
 import secrets
 from dataclasses import dataclass
-from email.headerregistry import Address
-from email.policy import SMTP
-from email.utils import formataddr, formatdate
+from email.utils import formatdate
 
-from ..mail.message import safe_display_name
-
-CRLF = b"\r\n"
-MAX_HEADER_LINE = 998
-
-
-def encode_header_value(name: str, value: str, *, utf8: bool = False) -> bytes:
-    """One header, encoded by the email package (RFC 2047 where needed, raw UTF-8
-    when the message goes out with SMTPUTF8)."""
-    policy = SMTP.clone(max_line_length=MAX_HEADER_LINE, utf8=utf8)
-    folded = policy.header_factory(name, value).fold(policy=policy)
-    return folded.encode("utf-8" if utf8 else "ascii").rstrip(CRLF)
-
-
-def quoted_printable(text: str) -> bytes:
-    """UTF-8 quoted-printable with CRLF line ends, as RFC 2045 wants on the wire.
-
-    A lone CR (old Mac line ends) would go out raw, and RFC 5322 allows CR only
-    in CRLF: like universal newlines, it is read as a line end.
-    """
-    lines = text.replace("\r\n", "\n").replace("\r", "\n")
-    encoded = binascii.b2a_qp(lines.encode("utf-8"))
-    return encoded.replace(b"\n", CRLF)
+from ..mail.headers import Mailbox, header_line
+from ..mail.message import CRLF, alternative, quoted_printable
 
 
 @dataclass(frozen=True)
@@ -55,13 +33,16 @@ class CampaignEnvelope:
 
 
 def make_envelope(
-    sender: str, subject: str, list_id: str, domain: str, mailto: str = ""
+    sender: str, subject: str, list_id: str | Mailbox, domain: str, mailto: str = ""
 ) -> CampaignEnvelope:
-    """Encode the invariant headers once for a campaign."""
+    """Encode the invariant headers once for a campaign (by header_line, as every
+    header; ``list_id`` is the list's name and identifier)."""
+    from_box = Mailbox.parse(sender)
     return CampaignEnvelope(
-        sender=encode_header_value("From", sender),
-        subject=encode_header_value("Subject", subject),
-        list_id=encode_header_value("List-Id", list_id),
+        # A non-ASCII sender address goes out with SMTPUTF8 (OutgoingMail.needs_smtputf8).
+        sender=header_line("From", from_box, utf8=not from_box.address.isascii()),
+        subject=header_line("Subject", subject),
+        list_id=header_line("List-Id", list_id),
         domain=domain,
         extra_unsubscribe=f", <mailto:{mailto}?subject=unsubscribe>" if mailto else "",
     )
@@ -96,52 +77,24 @@ def build_encoded(
     text: bytes,
     html: bytes,
 ) -> bytes:
-    """:func:`build_message` with both bodies already quoted-printable (CRLF)."""
-    boundary = "nl-" + secrets.token_hex(12)
-    # No line break can reach the header, and no encoded word a parser would
-    # decode into one (see mail.message.safe_display_name).
-    name = safe_display_name(" ".join(to_name.split()))
-    if to_address.isascii():
-        # formataddr quotes or RFC 2047-encodes the name as needed, at a fraction
-        # of the header registry's cost (that was 17 % of a worker's time).
-        to_line = b"To: " + formataddr((name, to_address), charset="utf-8").encode("ascii")
-    else:  # a non-ASCII local part: raw UTF-8 header, sent with SMTPUTF8
-        username, _, domain = to_address.rpartition("@")
-        to_line = encode_header_value(
-            "To", str(Address(display_name=name, username=username, domain=domain)), utf8=True
-        )
+    """:func:`build_message` with both bodies already quoted-printable (CRLF).
+
+    The To line is written by header_line like every other, raw UTF-8 only
+    for an address that needs SMTPUTF8; an address it cannot write safely
+    raises UnsafeHeader.
+    """
+    unsubscribe = f"<{unsubscribe_url}>{envelope.extra_unsubscribe}"
     headers = [
         envelope.sender,
-        to_line,
+        header_line("To", Mailbox(to_name, to_address), utf8=not to_address.isascii()),
         envelope.subject,
-        b"Date: " + formatdate(usegmt=True).encode("ascii"),
-        f"Message-ID: <{secrets.token_hex(16)}@{envelope.domain}>".encode("ascii"),
-        b"MIME-Version: 1.0",
+        header_line("Date", formatdate(usegmt=True)),
+        header_line("Message-ID", f"<{secrets.token_hex(16)}@{envelope.domain}>"),
         envelope.list_id,
-        f"List-Unsubscribe: <{unsubscribe_url}>{envelope.extra_unsubscribe}".encode("ascii"),
-        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-        f'Content-Type: multipart/alternative; boundary="{boundary}"'.encode("ascii"),
+        header_line("List-Unsubscribe", unsubscribe),
+        header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
     ]
-    delimiter = b"--" + boundary.encode("ascii")
-    part_headers = (
-        b'Content-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable'
-    )
-    return CRLF.join(
-        [
-            *headers,
-            b"",
-            delimiter,
-            part_headers % b"plain",
-            b"",
-            text,
-            delimiter,
-            part_headers % b"html",
-            b"",
-            html,
-            delimiter + b"--",
-            b"",
-        ]
-    )
+    return alternative(headers, text, html)
 
 
 SOFT_BREAK = b"=" + CRLF

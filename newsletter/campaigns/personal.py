@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..mail.dkim import sign_message
+from ..mail.headers import Mailbox
 from ..mail.message import OutgoingMail, wire_address
 from ..mail.render import external_url, mail_domain
 from ..models.campaigns import Campaign, CampaignRendering
@@ -75,7 +76,7 @@ def load_content(campaign_id: int, locales: Collection[str] | None = None) -> Ca
     envelope = make_envelope(
         campaign.sender,
         campaign.subject,
-        f"{mailing_list.name} <{mailing_list.slug}.{mail_domain()}>",
+        Mailbox(mailing_list.name, f"{mailing_list.slug}.{mail_domain()}"),
         mail_domain(),
         current_app.config.get("MAIL_UNSUBSCRIBE_MAILTO") or "",
     )

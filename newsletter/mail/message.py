@@ -1,26 +1,38 @@
 """Building outgoing mail as bytes, ready for the wire.
 
-The standard library's ``EmailMessage`` builds the message (Flask-Mail's
-``Message`` cannot carry an address with a non-ASCII local part, and it
-generates with a 78-column policy that turns List-Unsubscribe's long URL into
-an RFC 2047 encoded word, which receivers no longer read as a URL). Flask-Mail
-still provides the settings and the SMTP connection (see transport.py).
+Every mail we send has one shape: our headers, then multipart/alternative
+with a text and an HTML part, UTF-8, quoted-printable, CRLF line ends. Each
+header line is written by :func:`headers.header_line` (the only place that
+writes one); the body is assembled here. The ``email`` package does not
+build our mail: it decodes and re-encodes header values as it goes, which is
+how an encoded word in an address or a subject became a line break (see
+headers.py). Flask-Mail provides the settings and the SMTP connection (see
+transport.py).
 """
 
 from __future__ import annotations
 
+import binascii
+import secrets
 from dataclasses import dataclass
-from email import policy
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
+from email.utils import formatdate, make_msgid
 
 from email_validator import EmailNotValidError, validate_email
 
 from .dkim import sign_message
+from .headers import Mailbox, header_line
 
-# RFC 5322 allows 998 characters a line; 78 is only a recommendation.
-MAIL_POLICY = policy.SMTP.clone(max_line_length=998)
+CRLF = b"\r\n"
+PART_HEADERS = {
+    subtype: CRLF.join(
+        [
+            header_line("Content-Type", f'text/{subtype}; charset="utf-8"'),
+            header_line("Content-Transfer-Encoding", "quoted-printable"),
+        ]
+    )
+    for subtype in ("plain", "html")
+}
+MIME_VERSION = header_line("MIME-Version", "1.0")
 
 
 @dataclass(frozen=True)
@@ -35,20 +47,6 @@ class OutgoingMail:
     def needs_smtputf8(self) -> bool:
         """An address that cannot be written in ASCII needs the SMTPUTF8 extension."""
         return not (self.sender.isascii() and self.recipient.isascii())
-
-
-def safe_display_name(name: str) -> str:
-    """A display name that no mail parser can turn into another header.
-
-    The email package decodes RFC 2047 encoded words even inside a quoted
-    display name when it parses a header it is given, so a name typed as
-    ``=?utf-8?q?=0D=0ABcc:_x@example.org?=`` would come out as a line break and
-    a Bcc header (CPython 3.11.7 here; CVE-2024-6923 family). Breaking the
-    ``=?`` opener keeps such a name literal; no real name contains it.
-    Control characters are dropped for the same reason.
-    """
-    cleaned = "".join(ch for ch in name if ch.isprintable())
-    return cleaned.replace("=?", "= ?")
 
 
 def wire_address(address: str) -> str:
@@ -66,6 +64,43 @@ def wire_address(address: str) -> str:
     return result.ascii_email or result.normalized
 
 
+def quoted_printable(text: str) -> bytes:
+    """UTF-8 quoted-printable with CRLF line ends, as RFC 2045 wants on the wire.
+
+    A lone CR (old Mac line ends) would go out raw, and RFC 5322 allows CR only
+    in CRLF: like universal newlines, it is read as a line end.
+    """
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    encoded = binascii.b2a_qp(lines.encode("utf-8"))
+    return encoded.replace(b"\n", CRLF)
+
+
+def alternative(headers: list[bytes], text: bytes, html: bytes) -> bytes:
+    """A whole message: the header lines (from header_line), MIME-Version and a
+    multipart/alternative body of the two quoted-printable parts (CRLF)."""
+    boundary = "nl-" + secrets.token_hex(12)
+    delimiter = b"--" + boundary.encode("ascii")
+    content_type = f'multipart/alternative; boundary="{boundary}"'
+    return CRLF.join(
+        [
+            *headers,
+            MIME_VERSION,
+            header_line("Content-Type", content_type),
+            b"",
+            delimiter,
+            PART_HEADERS["plain"],
+            b"",
+            text,
+            delimiter,
+            PART_HEADERS["html"],
+            b"",
+            html,
+            delimiter + b"--",
+            b"",
+        ]
+    )
+
+
 def compose_mail(
     *,
     sender: str,
@@ -75,25 +110,24 @@ def compose_mail(
     text: str,
     html: str,
     domain: str,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str | Mailbox] | None = None,
 ) -> OutgoingMail:
-    """A multipart/alternative mail (text + HTML, quoted-printable) as bytes.
+    """A multipart/alternative mail (text + HTML, quoted-printable) as bytes, signed.
 
-    Header values with CR or LF are refused by the email package (ValueError),
-    so no input can inject a header.
+    Every header goes through header_line: no input can add a header or a
+    line break, and an address that cannot be written safely raises
+    UnsafeHeader instead of being sent.
     """
     recipient = wire_address(to_address)
-    username, _, host = recipient.rpartition("@")
-    message = EmailMessage(policy=MAIL_POLICY)
-    message["From"] = sender
-    message["To"] = Address(display_name=safe_display_name(to_name), username=username, domain=host)
-    message["Subject"] = subject
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = make_msgid(domain=domain)
-    for name, value in (headers or {}).items():
-        message[name] = value
-    message.set_content(text, cte="quoted-printable")
-    message.add_alternative(html, subtype="html", cte="quoted-printable")
-    mail = OutgoingMail(sender=parseaddr(sender)[1], recipient=recipient, data=b"")
-    data = message.as_bytes(policy=MAIL_POLICY.clone(utf8=mail.needs_smtputf8))
-    return OutgoingMail(sender=mail.sender, recipient=recipient, data=sign_message(data))
+    from_box = Mailbox.parse(sender)
+    utf8 = not (recipient.isascii() and from_box.address.isascii())
+    lines = [
+        header_line("From", from_box, utf8=utf8),
+        header_line("To", Mailbox(to_name, recipient), utf8=utf8),
+        header_line("Subject", subject),
+        header_line("Date", formatdate(usegmt=True)),
+        header_line("Message-ID", make_msgid(domain=domain)),
+        *(header_line(name, value) for name, value in (headers or {}).items()),
+    ]
+    data = alternative(lines, quoted_printable(text), quoted_printable(html))
+    return OutgoingMail(sender=from_box.address, recipient=recipient, data=sign_message(data))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email.utils import formataddr
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +24,7 @@ from ..models import (
     SubscriptionStatus,
 )
 from ..tokens import Purpose, make_token
+from .headers import Mailbox
 from .message import OutgoingMail, compose_mail
 
 
@@ -66,7 +66,7 @@ def list_links(subscriber: Subscriber, mailing_list: MailingList) -> ListLinks:
     )
 
 
-def list_headers(mailing_list: MailingList, links: ListLinks) -> dict[str, str]:
+def list_headers(mailing_list: MailingList, links: ListLinks) -> dict[str, str | Mailbox]:
     """RFC 2369 / RFC 8058 headers: one-click unsubscribe and the list's identity."""
     targets = [f"<{links.unsubscribe}>"]
     mailto = current_app.config.get("MAIL_UNSUBSCRIBE_MAILTO")
@@ -79,15 +79,13 @@ def list_headers(mailing_list: MailingList, links: ListLinks) -> dict[str, str]:
     }
 
 
-def list_id(mailing_list: MailingList) -> str:
+def list_id(mailing_list: MailingList) -> Mailbox:
     """RFC 2919 ``List-Id``: the list's name as a phrase, then its identifier.
 
-    The name is staff input and may be Danish: it is quoted or RFC 2047-encoded
-    as needed (a raw "å" cannot be sent in a 7-bit header and made every
-    welcome mail of such a list unsendable), and any line break is flattened.
+    The name is staff input and may be Danish: header_line quotes or encodes
+    it as needed (a raw "å" cannot be sent in a 7-bit header).
     """
-    name = " ".join(mailing_list.name.split())
-    return formataddr((name, f"{mailing_list.slug}.{mail_domain()}"), charset="utf-8")
+    return Mailbox(mailing_list.name, f"{mailing_list.slug}.{mail_domain()}")
 
 
 def render_outbox_message(row: OutboxMessage) -> OutgoingMail:
@@ -177,7 +175,7 @@ def _compose(
     subject: str,
     text: str,
     html: str,
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str | Mailbox] | None = None,
 ) -> OutgoingMail:
     """One transactional or list mail to a subscriber, from the configured sender."""
     return compose_mail(

@@ -24,6 +24,7 @@ from sqlalchemy import or_, select, update
 from ..database import is_postgresql
 from ..extensions import db
 from ..models import OutboxMessage, OutboxStatus, utcnow
+from .headers import UnsafeHeader
 from .message import OutgoingMail
 from .render import NothingToSend, render_outbox_message
 from .retry import next_attempt
@@ -108,6 +109,11 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
         except NothingToSend as reason:
             _finish(row_id, OutboxStatus.SKIPPED, str(reason))
             result.skipped += 1
+        except UnsafeHeader as exc:
+            # Retrying cannot make an address or a header safe to write.
+            db.session.rollback()
+            _finish(row_id, OutboxStatus.FAILED, f"cannot write the mail's header: {exc}")
+            result.failed += 1
         except Exception as exc:
             # Bad data or a bug in one mail must not hold up the rest of the
             # batch: this row backs off and, if it keeps failing, ends failed.
