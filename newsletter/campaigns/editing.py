@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from email.utils import parseaddr
+from email.utils import getaddresses, parseaddr
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -15,7 +15,7 @@ from ..models import MailingList, StaffUser
 from ..models.campaigns import Campaign, CampaignStatus
 from ..service_messages import page_gettext as _
 from ..staff import audit
-from ..subscriptions.validation import CONTROL_CHARACTERS, InvalidInput
+from ..subscriptions.validation import CONTROL_CHARACTERS, ENCODED_WORD, InvalidInput
 
 MAX_SUBJECT = 200
 MAX_BODY = 500_000
@@ -84,7 +84,11 @@ def update_campaign(
 def _checked(
     list_slug: str, subject: str, body_markdown: str, sender: str | None
 ) -> tuple[MailingList, str, str]:
-    """Validate a campaign's fields: (its open list, subject, sender)."""
+    """Validate a campaign's fields: (its open list, subject, sender).
+
+    Subject and sender go into headers: no control characters and no encoded
+    word (=?…?=), which mail programs would decode into the header.
+    """
     subject = subject.strip()
     if not subject or len(subject) > MAX_SUBJECT:
         raise InvalidInput(
@@ -92,6 +96,14 @@ def _checked(
         )
     if CONTROL_CHARACTERS.search(subject):
         raise InvalidInput("subject", _("The subject contains control characters."))
+    if ENCODED_WORD.search(subject):
+        raise InvalidInput(
+            "subject",
+            _(
+                "The subject cannot contain an encoded word (=?…?=): mail programs"
+                " would decode it into the mail's header."
+            ),
+        )
     if not body_markdown.strip() or len(body_markdown) > MAX_BODY:
         raise InvalidInput("body", _("Give a body of 1 to %(max)s characters.", max=MAX_BODY))
     mailing_list = db.session.scalar(select(MailingList).where(MailingList.slug == list_slug))
@@ -100,8 +112,19 @@ def _checked(
     sender = (sender or current_app.config["MAIL_DEFAULT_SENDER"]).strip()
     if CONTROL_CHARACTERS.search(sender) or len(sender) > MAX_SENDER:
         raise InvalidInput("sender", _("The sender is too long or contains control characters."))
+    if ENCODED_WORD.search(sender) or "=?" in parseaddr(sender)[1]:
+        raise InvalidInput(
+            "sender",
+            _(
+                "The sender cannot contain an encoded word (=?…?=): mail programs"
+                " would decode it into the mail's header."
+            ),
+        )
     try:
         # Syntax only: the operator's own domain may be a special-use one (.test).
+        # One mailbox: From gets the first only, so a list would be cut short.
+        if len(getaddresses([sender])) != 1:
+            raise EmailNotValidError("more than one address")
         validate_email(
             parseaddr(sender)[1],
             check_deliverability=False,

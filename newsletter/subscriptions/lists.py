@@ -17,7 +17,7 @@ from ..extensions import db
 from ..models import ConsentText, MailingList, StaffUser, Subscription, utcnow
 from ..service_messages import page_gettext as _
 from ..staff import audit
-from .validation import CONTROL_CHARACTERS, SLUG_PATTERN, InvalidInput
+from .validation import CONTROL_CHARACTERS, ENCODED_WORD, SLUG_PATTERN, InvalidInput
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 1000
@@ -259,9 +259,18 @@ def _snapshot(mailing_list: MailingList) -> dict[str, Any]:
 
 
 def _clean_name(raw: str) -> str:
-    """A list name: one line, 1 to MAX_NAME characters."""
+    """A list name: one line, 1 to MAX_NAME characters, no encoded word."""
     if CONTROL_CHARACTERS.search(raw or ""):
         raise InvalidInput("name", _("The name contains control characters."))
+    if ENCODED_WORD.search(raw or ""):
+        # The name is in List-Id and the welcome mail's subject.
+        raise InvalidInput(
+            "name",
+            _(
+                "The list name cannot contain an encoded word (=?…?=): mail programs"
+                " would decode it into the mail's header."
+            ),
+        )
     name = " ".join((raw or "").split())
     if not name or len(name) > MAX_NAME:
         raise InvalidInput(
