@@ -107,6 +107,7 @@ def test_the_loopback_server_offers_pipelining_only_in_that_mode(app: Flask, mod
         assert host.has_extn("pipelining") == (mode == "pipelining")
 
 
+@pytest.mark.handmade_mail  # raw bytes, not our mail's shape
 def test_lines_starting_with_a_dot_arrive_intact(
     app: Flask, smtp_server: SMTPServer, mode: str
 ) -> None:
@@ -122,6 +123,7 @@ def test_lines_starting_with_a_dot_arrive_intact(
     assert smtp_server.recorder.connections == 1
 
 
+@pytest.mark.handmade_mail  # raw bytes, not our mail's shape
 def test_each_refusal_is_classified_per_recipient_and_the_connection_goes_on(
     app: Flask, smtp_server: SMTPServer, mode: str
 ) -> None:
@@ -162,6 +164,7 @@ def test_each_refusal_is_classified_per_recipient_and_the_connection_goes_on(
     assert smtp_server.recorder.connections == 1
 
 
+@pytest.mark.handmade_mail  # raw bytes, not our mail's shape
 def test_a_refused_sender_is_an_outage_and_a_refused_message_is_classified(
     app: Flask, smtp_server: SMTPServer, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
