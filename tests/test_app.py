@@ -31,7 +31,7 @@ def test_client_address_comes_from_trusted_proxies_only(
     response = proxied.test_client().post(
         "/subscribe",
         data={"email": "proxied@example.org"},
-        headers={"Origin": "http://localhost", "X-Forwarded-For": "203.0.113.9"},
+        headers={"Origin": "http://newsletter.test", "X-Forwarded-For": "203.0.113.9"},
         environ_base={"REMOTE_ADDR": "127.0.0.1"},
     )
     assert response.status_code == 200
@@ -92,7 +92,9 @@ def test_production_without_mail_server_keeps_mail_queued(
     production = app_factory(TESTING=False, MAIL_SERVER=None)
     client = production.test_client()
     response = client.post(
-        "/subscribe", data={"email": "queued@example.org"}, headers={"Origin": "http://localhost"}
+        "/subscribe",
+        data={"email": "queued@example.org"},
+        headers={"Origin": "http://newsletter.test"},
     )
     assert response.status_code == 200
     with production.app_context():

@@ -31,7 +31,7 @@ from newsletter.models import (
 
 from .fixtures.mailflow import link_path, text_of
 
-OWN = "http://localhost"
+OWN = "http://newsletter.test"  # BASE_URL: our own origin
 SENT_NOW = "We have sent you a mail to confirm the lists you added."
 SENT_BEFORE = "We sent you a mail to confirm these lists a few minutes ago"
 

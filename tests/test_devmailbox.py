@@ -59,7 +59,7 @@ def eml_files(app: Flask) -> list[Path]:
 def signup(client: FlaskClient, email: str) -> None:
     """Sign up on the hosted form."""
     response = client.post(
-        "/subscribe", data={"email": email}, headers={"Origin": "http://localhost"}
+        "/subscribe", data={"email": email}, headers={"Origin": "http://newsletter.test"}
     )
     assert response.status_code == 200, response.get_data(as_text=True)
     db.session.commit()

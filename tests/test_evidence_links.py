@@ -216,7 +216,7 @@ def test_a_withdrawal_on_the_preference_page_stores_no_token(
     (a browser that ignores the policy) the Referer: either way ``/manage/…``."""
     path = link_path(reader, "manage")
     token = path.rsplit("/", 1)[1]
-    headers = {"Referer": f"http://localhost{path}?x={token}"} if referer else {}
+    headers = {"Referer": f"http://newsletter.test{path}?x={token}"} if referer else {}
     response = client.post(path, data={"action": "unsubscribe_all"}, headers=headers)
     assert response.status_code == 200
 
@@ -228,7 +228,7 @@ def test_a_withdrawal_on_the_preference_page_stores_no_token(
     withdrawn = db.session.scalars(
         select(ConsentEvent).where(ConsentEvent.event == ConsentEventType.WITHDRAWN)
     ).one()
-    assert withdrawn.source_url == "http://localhost/manage/…"
+    assert withdrawn.source_url == "http://newsletter.test/manage/…"
     assert verify_chain().ok
 
     viewer = staff_client(Role.VIEWER)
@@ -252,9 +252,9 @@ def test_an_unsubscribe_from_a_link_stores_no_token(
     assert_nowhere(path.rsplit("/", 1)[1], text)
     pages = db.session.scalars(select(ConsentEvent.source_url).order_by(ConsentEvent.seq))
     assert list(pages) == [
-        "http://localhost/subscribe",  # the hosted form's own URL (no Referer sent)
-        "http://localhost/confirm/…",
-        "http://localhost/unsubscribe/…",
+        "http://newsletter.test/subscribe",  # the hosted form's own URL (no Referer sent)
+        "http://newsletter.test/confirm/…",
+        "http://newsletter.test/unsubscribe/…",
     ]
     assert verify_chain().ok
 
@@ -267,7 +267,7 @@ def test_a_signup_keeps_the_page_without_its_query(
     response = client.post(
         "/subscribe",
         data={"email": "page@example.org"},
-        headers={"Origin": "http://localhost", "Referer": page},
+        headers={"Origin": "http://newsletter.test", "Referer": page},
     )
     assert response.status_code == 200
     event = db.session.scalars(select(ConsentEvent)).one()

@@ -22,7 +22,7 @@ from .fixtures.pages import CAMPAIGN, public_pages, seed_site
 from .test_accessibility import need_tool, with_lang
 
 VNU = Path(__file__).parent / "js" / "node_modules" / "vnu-jar" / "build" / "dist" / "vnu.jar"
-ORIGIN = {"Origin": "http://localhost"}
+ORIGIN = {"Origin": "http://newsletter.test"}
 
 
 def vnu_errors(files: list[Path]) -> dict[str, list[str]]:

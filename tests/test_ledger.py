@@ -42,7 +42,7 @@ from .conftest import TEST_SECRET
 from .fixtures.mailflow import link_path
 from .fixtures.threads import sign_up_from_threads
 
-ORIGIN_HEADERS = {"Origin": "http://localhost"}
+ORIGIN_HEADERS = {"Origin": "http://newsletter.test"}
 
 
 @dataclass

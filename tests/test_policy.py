@@ -25,7 +25,7 @@ from newsletter.models import ConsentEvent, MailingList, PolicyVersion, utcnow
 from newsletter.privacy.policy import PolicyError, import_policy, parse_policy, policy_in_force
 
 SEED = Path(__file__).resolve().parent / "data" / "persondatapolitik.md"
-ORIGIN_HEADERS = {"Origin": "http://localhost"}
+ORIGIN_HEADERS = {"Origin": "http://newsletter.test"}
 
 
 def policy_file(body: str, **front: str) -> bytes:
@@ -248,7 +248,7 @@ def test_signup_form_and_api_link_to_the_policy(
     )
     assert response.status_code == 202
     # RFC 6903's relation, on every answer of the API (errors too), readable cross-origin.
-    assert response.headers["Link"] == '<http://localhost/privacy>; rel="privacy-policy"'
+    assert response.headers["Link"] == '<http://newsletter.test/privacy>; rel="privacy-policy"'
     refused = client.post("/api/v1/subscriptions", json={"email": 5}, headers=ORIGIN_HEADERS)
     assert refused.status_code == 422
     assert refused.headers["Link"] == response.headers["Link"]

@@ -34,7 +34,7 @@ from newsletter.subscriptions.validation import MAX_EMAIL, MAX_NAME
 from .fixtures.mailflow import NOTHING, counts, link_path
 
 SITE = "https://inklusio.dk"
-OWN = "http://localhost"
+OWN = "http://newsletter.test"  # BASE_URL: our own origin
 
 
 # --- helpers -----------------------------------------------------------------

@@ -29,7 +29,7 @@ from .fixtures.pages import public_pages, seed_site
 
 ROOT = Path(__file__).parents[1]
 CATALOGUE = ROOT / "newsletter" / "translations" / "da" / "LC_MESSAGES" / "messages.po"
-ORIGIN = {"Origin": "http://localhost"}
+ORIGIN = {"Origin": "http://newsletter.test"}
 KEYWORDS = ["-k", "_l", "-k", "lazy_gettext", "--no-location"]
 
 

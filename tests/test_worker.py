@@ -187,7 +187,7 @@ def test_the_outbox_row_commits_or_rolls_back_with_the_signup(
         client.post(
             "/subscribe",
             data={"email": "crash@example.org"},
-            headers={"Origin": "http://localhost"},
+            headers={"Origin": "http://newsletter.test"},
         )
     db.session.rollback()  # the request shared our app context; end its failed transaction
 
@@ -693,7 +693,7 @@ def test_list_unsubscribe_offers_mailto_when_configured(
         response = client.post(
             "/subscribe",
             data={"email": "mailto@example.org"},
-            headers={"Origin": "http://localhost"},
+            headers={"Origin": "http://newsletter.test"},
         )
         assert response.status_code == 200
         db.session.commit()

@@ -126,7 +126,7 @@ def test_no_public_route_sets_a_cookie(app: Flask, client: FlaskClient, people: 
         "static",
     } <= endpoints
     checked: list[tuple[str, str, int]] = []
-    headers = {"Origin": "http://localhost"}
+    headers = {"Origin": "http://newsletter.test"}
     erase_rules = [r for r in rules if r.endpoint == "privacy.erase"]
     for rule in [r for r in rules if r.endpoint != "privacy.erase"] + erase_rules:
         for method in sorted(rule.methods - {"HEAD"}):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from flask import Request, current_app
 
@@ -132,8 +132,11 @@ def looks_secret(segment: str) -> bool:
 
 def evidence_from_request(request: Request, source_url: str | None = None) -> Evidence:
     """Evidence for the current request; the page is ``source_url``, else the
-    Referer, else the request's own URL, the first that names a page (``page_of``)."""
-    page = page_of(source_url) or page_of(request.headers.get("Referer")) or page_of(request.url)
+    Referer, else the request's own URL, the first that names a page (``page_of``).
+    The request's own URL is named on BASE_URL: its Host is the client's to choose."""
+    base = urlsplit(str(current_app.config.get("BASE_URL") or ""))
+    own = urlunsplit(urlsplit(request.url)._replace(scheme=base.scheme, netloc=base.netloc))
+    page = page_of(source_url) or page_of(request.headers.get("Referer")) or page_of(own)
     return Evidence(
         ip=minimise_ip(request.remote_addr, current_app.config["IP_LOGGING"]),
         user_agent=(request.headers.get("User-Agent") or "")[:MAX_USER_AGENT] or None,

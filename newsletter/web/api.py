@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..extensions import limiter
 from ..ledger import evidence_from_request
+from ..mail.render import base_url
 from ..models import Channel
 from ..subscriptions.service import SignupRequest, request_subscription
 from ..subscriptions.validation import InvalidInput, require_encodable
@@ -92,7 +93,8 @@ def cors_headers(response: Response) -> Response:
     """Let ALLOWED_ORIGINS call the API from the browser; nobody else."""
     # Every signup form links to the privacy policy; an API client finds the link
     # here (RFC 6903 "privacy-policy" relation) to show beside its own form.
-    policy = url_for("privacy.policy_in_force", _external=True)
+    # The link is on BASE_URL: the request's Host is anyone's to choose.
+    policy = base_url() + url_for("privacy.policy_in_force")
     response.headers["Link"] = f'<{policy}>; rel="privacy-policy"'
     origin = cors_origin()
     if origin:

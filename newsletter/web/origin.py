@@ -4,6 +4,10 @@ Public pages set no cookie, so there is no session to hang a CSRF token on.
 Browsers send ``Origin`` on every cross-site POST (and ``Referer`` where an old
 one does not); accepting only our own origin and ALLOWED_ORIGINS stops other
 sites from signing visitors up behind their back.
+
+Our own origin is BASE_URL, never the request's ``Host`` or ``X-Forwarded-Host``:
+any client can send those, and a trusted Host would let it pass the Origin check
+and turn ``next`` into an open redirect to a site of its choosing.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ def origin_of(url: str | None) -> str | None:
 
 
 def trusted_origins() -> set[str]:
-    """Our own origin (as requested and as configured) plus ALLOWED_ORIGINS."""
-    origins = {origin_of(request.host_url), origin_of(current_app.config.get("BASE_URL"))}
+    """BASE_URL's origin plus ALLOWED_ORIGINS: settings only, nothing from the request."""
+    origins = {origin_of(current_app.config.get("BASE_URL"))}
     origins.update(origin_of(o) for o in current_app.config["ALLOWED_ORIGINS"])
     return {o for o in origins if o}
 
@@ -72,7 +76,8 @@ UNSAFE_IN_URL = re.compile(r"[\x00-\x20\x7f-\x9f\\]")
 
 
 def safe_next(url: str | None) -> str | None:
-    """A return URL we may redirect to: a local path or a trusted origin."""
+    """A return URL we may redirect to: a local path or a configured origin
+    (BASE_URL, ALLOWED_ORIGINS), whatever Host the request names."""
     if not url or len(url) > 2000 or UNSAFE_IN_URL.search(url):
         return None
     if url.startswith("/") and not url.startswith("//"):
