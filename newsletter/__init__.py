@@ -48,7 +48,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if proxies > 0:
         # Behind N reverse proxies, take the client address and scheme from
         # the headers they set (rate limits and the ledger's IP depend on it).
+        # Never X-Forwarded-Host: the proxy passes Host, and origins and links
+        # come from BASE_URL (web.origin), so a client header has no say in them.
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=0
         )
     return app

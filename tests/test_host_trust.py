@@ -32,6 +32,7 @@ from .fixtures.staff import STAFF_PASSWORD, csrf_from
 
 SITE = "https://inklusio.dk"  # the company's static site, in ALLOWED_ORIGINS
 EVIL = "evil.example"
+HTTPS = "https://newsletter.test"  # BASE_URL of a deployment behind TLS
 CONFIGURED = {origin_of(ORIGIN), origin_of(SITE)}
 
 IN_CI = os.environ.get("CI") == "true"
@@ -143,6 +144,25 @@ def test_behind_one_proxy_the_client_address_is_forwarded_but_the_host_is_not_tr
     db.session.commit()
     assert db.session.scalars(select(ConsentEvent.ip)).one() == "203.0.113.9"
     db.session.commit()
+
+
+@pytest.mark.parametrize(
+    ("referer", "status"), [(f"https://{EVIL}/admin/login", 400), (f"{HTTPS}/admin/login", 302)]
+)
+def test_x_forwarded_host_cannot_make_another_site_the_staff_referer(
+    app_factory: Callable[..., Flask], staff_email: str, referer: str, status: int
+) -> None:
+    """On https Flask-WTF accepts a staff POST only with a Referer on the request's
+    host: X-Forwarded-Host, even behind a trusted proxy, must not move that host."""
+    client = app_factory(BASE_URL=HTTPS, TRUSTED_PROXIES=1).test_client()
+    page = client.get("/admin/login", base_url=HTTPS)
+    response = client.post(
+        "/admin/login",
+        base_url=HTTPS,
+        headers={"X-Forwarded-Host": EVIL, "Referer": referer},
+        data={"email": staff_email, "password": STAFF_PASSWORD, "csrf_token": csrf_from(page)},
+    )
+    assert response.status_code == status
 
 
 # -- redirects -------------------------------------------------------------------------------
