@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 
@@ -34,11 +35,45 @@ def run_command(info: ScriptInfo, host: str, port: int) -> None:
     click.echo(f" * newsletter running at {base_url}/subscribe")
     if not app.config.get("MAIL_SERVER"):
         click.echo(f" * mails go to the dev mailbox: {base_url}/dev/mailbox")
+    debugger, warning = debugger_choice(app.debug, host)
+    if warning:
+        click.echo(warning, err=True)
     try:
-        run_simple(host, port, app, use_reloader=False, use_debugger=True, threaded=True)
+        run_simple(host, port, app, use_reloader=False, use_debugger=debugger, threaded=True)
     finally:
         stop.set()
         worker.join(timeout=10)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only: ``localhost``,
+    127.0.0.0/8 or ::1 (brackets allowed). Anything else, ``0.0.0.0`` and ``::``
+    included, may be reachable from the network."""
+    name = host.strip().removeprefix("[").removesuffix("]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def debugger_choice(debug: bool, host: str) -> tuple[bool, str | None]:
+    """Whether `newsletter run` serves Werkzeug's interactive debugger, and a warning
+    to print when debug mode wanted it but it stays off.
+
+    The debugger runs any Python typed into an error page, so it is on only in
+    debug mode and only on a loopback address, where no one else can reach it.
+    """
+    if not debug:
+        return False, None
+    if is_loopback(host):
+        return True, None
+    return False, (
+        f"Warning: the interactive debugger is off because --host {host} is not a "
+        "loopback address (it would let anyone who reaches the port run code). "
+        "Use --host 127.0.0.1 to have it."
+    )
 
 
 class NewsletterGroup(FlaskGroup):

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import http.client
 import logging
+import os
 import secrets
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -435,3 +440,99 @@ def test_invalid_ip_logging_refuses_to_start(
 def test_valid_ip_logging_values_start(tmp_path: Path, mode: str) -> None:
     app = create_app(production_config(tmp_path, SECRET_KEY=TEST_SECRET, IP_LOGGING=mode))
     assert app.config["IP_LOGGING"] == mode
+
+
+# --- the development server's debugger ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("debug", "host", "enabled", "warned"),
+    [
+        (False, "127.0.0.1", False, False),
+        (False, "0.0.0.0", False, False),  # noqa: S104 (a value under test, no bind)
+        (True, "127.0.0.1", True, False),
+        (True, "127.8.9.10", True, False),
+        (True, "localhost", True, False),
+        (True, "::1", True, False),
+        (True, "[::1]", True, False),
+        (True, "0.0.0.0", False, True),  # noqa: S104
+        (True, "::", False, True),
+        (True, "192.168.1.20", False, True),
+        (True, "::ffff:127.0.0.1", False, True),
+        (True, "news.example.org", False, True),
+        (True, "", False, True),
+    ],
+)
+def test_debugger_only_in_debug_mode_and_only_on_loopback(
+    debug: bool, host: str, enabled: bool, warned: bool
+) -> None:
+    """The debugger runs any code typed into an error page: never reachable from the network."""
+    from newsletter.cli import debugger_choice
+
+    choice, warning = debugger_choice(debug, host)
+    assert choice is enabled
+    assert (warning is not None) is warned
+    if warning:
+        assert "debugger is off" in warning
+
+
+# Werkzeug's debugger answers this on any path with its own style sheet.
+DEBUGGER_PROBE = "/?__debugger__=yes&cmd=resource&f=style.css"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dev_server_answer(tmp_path: Path, flask_debug: str, path: str) -> tuple[int, str]:
+    """Start the real `newsletter run` on a loopback port with FLASK_DEBUG set as
+    given; (status, Content-Type) of one GET of ``path``."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "FLASK_"))}
+    env.update(
+        FLASK_DEBUG=flask_debug,
+        NEWSLETTER_SECRET_KEY=TEST_SECRET,
+        NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp_path / 'dev.sqlite'}",
+        NEWSLETTER_MAILBOX_DIR=str(tmp_path / "mailbox"),
+    )
+    script = Path(sys.executable).with_name("newsletter")
+    with (tmp_path / "server.log").open("w") as log:
+        server = subprocess.Popen(
+            [str(script), "run", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    connection.request("GET", path)
+                    break
+                except OSError:
+                    assert server.poll() is None, (tmp_path / "server.log").read_text()
+                    assert time.monotonic() < deadline, "newsletter run did not start"
+                    time.sleep(0.1)
+            response = connection.getresponse()
+            response.read()
+            connection.close()
+            return response.status, response.getheader("Content-Type") or ""
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def test_newsletter_run_without_debug_mode_has_no_debugger(tmp_path: Path) -> None:
+    status, content_type = dev_server_answer(tmp_path, "0", DEBUGGER_PROBE)
+    assert not content_type.startswith("text/css"), (status, content_type)
+
+
+def test_newsletter_run_in_debug_mode_on_loopback_has_the_debugger(tmp_path: Path) -> None:
+    """The probe above finds the debugger when it is there."""
+    status, content_type = dev_server_answer(tmp_path, "1", DEBUGGER_PROBE)
+    assert (status, content_type.split(";")[0]) == (200, "text/css")
