@@ -93,7 +93,7 @@ def url_for_rule(rule: Any, people: People, erase: bool = False) -> str:
             )
         elif argument == "filename":
             values[argument] = "style.css"
-        elif argument == "version" or converter == "IntegerConverter":
+        elif argument == "version" or converter in {"IntegerConverter", "RowIdConverter"}:
             values[argument] = 1
         else:
             values[argument] = "x"
