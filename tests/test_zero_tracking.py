@@ -154,7 +154,7 @@ def test_no_public_route_sets_a_cookie(app: Flask, client: FlaskClient, people: 
         ("GET", "/manage/<token>/erase"),
         ("POST", "/manage/<token>/erase"),
         ("POST", "/unsubscribe/<token>"),
-        ("GET", "/privacy/<int:version>"),
+        ("GET", "/privacy/<id:version>"),
         ("GET", "/privacy"),
         ("POST", "/subscribe"),
     ]:
