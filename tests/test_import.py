@@ -349,6 +349,46 @@ def test_existing_subscriber_keeps_their_name_and_gets_one_mail_for_all_pending_
     assert status_of("sam@example.org", second) == SubscriptionStatus.PENDING
 
 
+def test_a_known_pending_address_imported_into_another_list_within_the_window_gets_its_confirmation(
+    app: Flask,
+    client: FlaskClient,
+    make_list: Callable[..., MailingList],
+    deliver: Callable[[], list[EmailMessage]],
+) -> None:
+    first, second = make_list("first", "First"), make_list("second", "Second")
+    run(b"email\nsam@example.org\n", first)
+    assert len(deliver()) == 1  # within the window: no mail names "second" yet
+
+    run(b"email\nsam@example.org\n", second)
+
+    (mail,) = deliver()
+    assert client.post(link_path(mail, "confirm")).status_code == 200
+    assert status_of("sam@example.org", second) == SubscriptionStatus.ACTIVE
+    assert status_of("sam@example.org", first) == SubscriptionStatus.ACTIVE
+
+
+def test_an_address_mailed_for_the_same_lists_within_the_window_gets_no_second_mail(
+    app: Flask,
+    client: FlaskClient,
+    make_list: Callable[..., MailingList],
+    deliver: Callable[[], list[EmailMessage]],
+) -> None:
+    first, second = make_list("first", "First"), make_list("second", "Second")
+    run(b"email\nsam@example.org\n", first)
+    run(b"email\nsam@example.org\n", second)
+    mails = deliver()
+    assert len(mails) == 2  # the second one names both lists
+
+    job = run(b"email\nsam@example.org\nnew@example.org\n", first)
+
+    assert job.imported_pending == 2
+    assert [address_of(m) for m in deliver()] == ["new@example.org"]
+    # The newest mail sent still confirms everything pending.
+    assert client.post(link_path(mails[-1], "confirm")).status_code == 200
+    assert status_of("sam@example.org", first) == SubscriptionStatus.ACTIVE
+    assert status_of("sam@example.org", second) == SubscriptionStatus.ACTIVE
+
+
 def test_bom_and_semicolons(app: Flask, make_list: Callable[..., MailingList]) -> None:
     topic = make_list("topic", "Topic")
     data = "\ufeffE-mail;Navn;Samtykke;Kilde\nøre@example.org;Søren Ø;2024-02-01;messe\n"

@@ -9,7 +9,8 @@ Per row, in this order of precedence:
   active, with an ``imported`` ledger event carrying the evidence;
 - otherwise: it becomes pending, with a ``requested`` event (channel
   ``import``) and a confirmation mail in the outbox, exactly as a signup
-  would (at most one mail per CONFIRM_RESEND_WINDOW for a known address).
+  would (none when a mail within CONFIRM_RESEND_WINDOW already names every
+  list the address now has pending).
 Existing subscribers keep their name and language (as with a second signup).
 """
 
@@ -38,7 +39,7 @@ from ..models import (
 from ..models.subscribers import new_token_key
 from ..service_messages import N_
 from ..subscriptions.lists import current_consent_text
-from .confirmations import chunks, queue_confirmations
+from .confirmations import chunks, covered_before_import, queue_confirmations
 from .validate import ImportRow, RowError
 
 ACTIVE, PENDING, UNCHANGED, REFUSED = "active", "pending", "unchanged", "refused"
@@ -98,8 +99,10 @@ def apply_rows(
     new_rows = [(r, o == PENDING) for r, o in changing if r.email_key not in known]
     ids = _insert_subscribers(new_rows, now)
     ids.update({key: k.subscriber_id for key, k in known.items()})
+    covered = covered_before_import(known, now)  # before this import's writes
     _write_subscriptions(changing, known, ids, list_id, text_id, now)
-    queue_confirmations([r for r, o in changing if o == PENDING], known, ids, list_id, now)
+    to_confirm = [r for r, o in changing if o == PENDING]
+    queue_confirmations(to_confirm, covered, known, ids, list_id, now)
 
     key = ledger_keys()[0]
     events: list[ConsentEvent] = []

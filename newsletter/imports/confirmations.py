@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from ..bulk import bulk_insert
 from ..extensions import db
 from ..models import OutboxKind, OutboxMessage, Subscriber, Subscription, SubscriptionStatus
+from ..subscriptions.lifecycle import lists_covered
 from .validate import ImportRow
 
 CHUNK = 1000
@@ -35,27 +36,40 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def covered_before_import(
+    known: Mapping[str, KnownSubscriber], now: datetime
+) -> dict[int, set[int]]:
+    """Known subscriber id -> the lists a confirmation mail within
+    CONFIRM_RESEND_WINDOW still stands for (``lists_covered``, the signup's rule).
+
+    Read before the import writes its subscriptions. Only addresses whose newest
+    confirmation mail is within the window are looked up.
+    """
+    since = now - timedelta(seconds=current_app.config["CONFIRM_RESEND_WINDOW"])
+    recent = [
+        k.subscriber_id
+        for k in known.values()
+        if k.last_confirmation_sent_at is not None and k.last_confirmation_sent_at > since
+    ]
+    return lists_covered(recent, since)
+
+
 def queue_confirmations(
     rows: list[ImportRow],
+    covered: Mapping[int, set[int]],
     known: Mapping[str, KnownSubscriber],
     ids: dict[str, int],
     list_id: int,
     now: datetime,
 ) -> None:
-    """One confirmation mail per pending row, covering all of that person's pending lists.
+    """One confirmation mail per pending row, naming all of that person's pending lists.
 
-    A known address that got a confirmation mail within CONFIRM_RESEND_WINDOW
-    gets no second one, as with a signup.
+    As with a signup, the mail is withheld only when every list now pending is
+    in ``covered`` (``covered_before_import``): a known address pending on
+    another list gets a mail for this one at once, one already mailed for all
+    of them within the window gets none.
     """
-    window = timedelta(seconds=current_app.config["CONFIRM_RESEND_WINDOW"])
-    to_mail = [
-        ids[r.email_key]
-        for r in rows
-        if (k := known.get(r.email_key)) is None
-        or k.last_confirmation_sent_at is None
-        or now - k.last_confirmation_sent_at >= window
-    ]
-    other_pending: dict[int, set[int]] = {}
+    pending: dict[int, set[int]] = {}
     known_ids = [k.subscriber_id for k in known.values()]
     for chunk in chunks(known_ids):
         query = select(Subscription.subscriber_id, Subscription.list_id).where(
@@ -63,23 +77,28 @@ def queue_confirmations(
             Subscription.status == SubscriptionStatus.PENDING,
         )
         for subscriber_id, other_list in db.session.execute(query):
-            other_pending.setdefault(subscriber_id, set()).add(other_list)
+            pending.setdefault(subscriber_id, set()).add(other_list)
+    to_mail: dict[int, set[int]] = {}
+    for row in rows:
+        sid = ids[row.email_key]
+        lists = pending.get(sid, set()) | {list_id}
+        if not lists <= covered.get(sid, set()):
+            to_mail[sid] = lists
     bulk_insert(
         OutboxMessage.__table__,
         [
             {
                 "kind": OutboxKind.CONFIRM,
                 "subscriber_id": sid,
-                "payload": {"lists": sorted(other_pending.get(sid, set()) | {list_id})},
+                "payload": {"lists": sorted(lists)},
                 "created_at": now,
                 "next_attempt_at": now,
             }
-            for sid in to_mail
+            for sid, lists in to_mail.items()
         ],
     )
     # New subscribers got last_confirmation_sent_at when they were inserted.
-    mailed = set(to_mail)
-    mailed_known = [k.subscriber_id for k in known.values() if k.subscriber_id in mailed]
+    mailed_known = [k.subscriber_id for k in known.values() if k.subscriber_id in to_mail]
     for chunk in chunks(mailed_known):
         db.session.execute(
             update(Subscriber),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -33,6 +33,7 @@ from ..service_messages import page_gettext as _
 from .validation import InvalidInput
 
 ACTIVE_OR_PENDING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
+_CHUNK = 1000  # subscriber ids per IN list
 
 
 @dataclass(frozen=True)
@@ -235,38 +236,53 @@ def maybe_send_confirmation(subscriber: Subscriber) -> bool:
     # last_confirmation_sent_at is the newest confirmation mail: when it is older
     # than the window, so are all of them, and no query is needed.
     if last is not None and last > since:
-        mailed = _lists_mailed_since(subscriber, since)
-        if all(s.list_id in mailed and _unused(mailed[s.list_id], s) for s in pending):
+        covered = lists_covered([subscriber.id], since).get(subscriber.id, set())
+        if all(s.list_id in covered for s in pending):
             return False
     subscriber.last_confirmation_sent_at = now
     enqueue(OutboxKind.CONFIRM, subscriber, lists=sorted(s.list_id for s in pending))
     return True
 
 
-def _unused(mailed_at: datetime, subscription: Subscription) -> bool:
-    """Whether a mail sent at ``mailed_at`` still stands for this pending list: a
-    confirmation since then answered it, and the list's new request needs its own."""
-    confirmed = subscription.confirmed_at
-    return confirmed is None or confirmed < mailed_at
+def lists_covered(subscriber_ids: Collection[int], since: datetime) -> dict[int, set[int]]:
+    """Subscriber id -> the ids of their lists a confirmation mail still stands for.
 
-
-def _lists_mailed_since(subscriber: Subscriber, since: datetime) -> dict[int, datetime]:
-    """List id -> when the newest of the subscriber's confirmation mails queued or
-    sent after ``since`` that names it was queued.
-
-    A mail the worker skipped (nothing it named was pending any more when it
-    came to send it) reached no one, so it names nothing here.
+    A list is covered when a confirmation mail to the subscriber queued or sent
+    after ``since`` names it and the list was not confirmed after that mail
+    was queued (a confirmation since answered it; a new request needs its own
+    mail). A mail the worker skipped (nothing it named was pending any more
+    when it came to send it) reached no one, so it covers nothing. Set-based:
+    two queries per thousand subscribers, whatever their number.
     """
-    rows = db.session.execute(
-        select(OutboxMessage.payload, OutboxMessage.created_at).where(
-            OutboxMessage.subscriber_id == subscriber.id,
-            OutboxMessage.kind == OutboxKind.CONFIRM,
-            OutboxMessage.status != OutboxStatus.SKIPPED,
-            OutboxMessage.created_at > since,
+    ids = list(subscriber_ids)
+    covered: dict[int, set[int]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        newest: dict[tuple[int, int], datetime] = {}  # (subscriber, list) -> newest mail
+        mails = db.session.execute(
+            select(
+                OutboxMessage.subscriber_id, OutboxMessage.payload, OutboxMessage.created_at
+            ).where(
+                OutboxMessage.subscriber_id.in_(chunk),
+                OutboxMessage.kind == OutboxKind.CONFIRM,
+                OutboxMessage.status != OutboxStatus.SKIPPED,
+                OutboxMessage.created_at > since,
+            )
         )
-    )
-    newest: dict[int, datetime] = {}
-    for payload, created_at in rows:
-        for list_id in map(int, payload.get("lists", [])):
-            newest[list_id] = max(created_at, newest.get(list_id, created_at))
-    return newest
+        for subscriber_id, payload, created_at in mails:
+            assert subscriber_id is not None
+            for list_id in map(int, payload.get("lists", [])):
+                key = (subscriber_id, list_id)
+                newest[key] = max(created_at, newest.get(key, created_at))
+        if not newest:
+            continue
+        subscriptions = db.session.execute(
+            select(
+                Subscription.subscriber_id, Subscription.list_id, Subscription.confirmed_at
+            ).where(Subscription.subscriber_id.in_(chunk))
+        )
+        for subscriber_id, list_id, confirmed_at in subscriptions:
+            mailed_at = newest.get((subscriber_id, list_id))
+            if mailed_at is not None and (confirmed_at is None or confirmed_at < mailed_at):
+                covered.setdefault(subscriber_id, set()).add(list_id)
+    return covered
