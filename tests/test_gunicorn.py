@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "ZZtopSecretTokenValue0123456789abcdefghij"
@@ -62,6 +63,9 @@ def test_gunicorn_serves_with_json_logs(database_url: str, tmp_path: Path) -> No
             base = f"http://127.0.0.1:{port}"
             assert wait_for(f"{base}/healthz", time.monotonic() + 30) == 200
             assert wait_for(f"{base}/unsubscribe/{TOKEN}", time.monotonic() + 5) == 400
+            # The same token %-escaped: routed the same, logged as sent.
+            encoded = "".join(f"%{ord(c):02X}" for c in TOKEN[:3]) + TOKEN[3:]
+            assert wait_for(f"{base}/unsubscribe/{encoded}", time.monotonic() + 5) == 400
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -70,4 +74,5 @@ def test_gunicorn_serves_with_json_logs(database_url: str, tmp_path: Path) -> No
     access = [r for r in records if r.get("logger") == "gunicorn.access"]
     assert any("/healthz" in r["message"] for r in access)
     assert TOKEN not in "\n".join(lines)
+    assert TOKEN[6:] not in unquote("\n".join(lines))
     assert any("/unsubscribe/ZZtopS…" in r["message"] for r in access)

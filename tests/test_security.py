@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import socket
+import string
 import subprocess
 import sys
 import threading
@@ -20,11 +21,13 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
 
@@ -320,6 +323,56 @@ def test_development_server_request_log_is_redacted(
     request_lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
     assert any(f"/confirm/{token[:6]}…" in line for line in request_lines), request_lines
     assert token not in caplog.text
+
+
+def escaped(text: str) -> str:
+    """Every character of ``text`` as a %-escape."""
+    return "".join(f"%{ord(c):02X}" for c in text)
+
+
+TOKEN_CHARACTERS = string.ascii_letters + string.digits + "_.-"
+
+
+@st.composite
+def spelled_token_paths(draw: st.DrawFn) -> tuple[str, str]:
+    """A link token and a path to it, any of whose characters (route's or
+    token's) may be %-escaped in either case of hex."""
+    token = draw(st.text(TOKEN_CHARACTERS, min_size=20, max_size=120))
+    route = draw(st.sampled_from(["confirm", "unsubscribe", "manage", "data"]))
+
+    def spell(text: str) -> str:
+        flags = draw(st.lists(st.booleans(), min_size=len(text), max_size=len(text)))
+        upper = draw(st.booleans())
+        return "".join(
+            (escaped(c) if upper else escaped(c).lower()) if flag else c
+            for c, flag in zip(text, flags, strict=True)
+        )
+
+    slashes = draw(st.sampled_from(["/", "//"]))  # Werkzeug redirects "//" (and logs it)
+    return token, f"{slashes}{spell(route)}{slashes}{spell(token)}"
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    derandomize=os.environ.get("CI") == "true",
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(spelled_token_paths())
+def test_any_spelling_of_a_token_path_is_logged_with_a_short_prefix(
+    app: Flask, caplog: pytest.LogCaptureFixture, token_path: tuple[str, str]
+) -> None:
+    """Whichever characters a client %-escapes, the logged line decodes to at most
+    the token's first six characters (gunicorn logs the request line as sent)."""
+    token, path = token_path
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        logging.getLogger("werkzeug").info(
+            '%s - - [%s] "%s" %s %s', "127.0.0.1", "01/Jan/2026", f"GET {path} HTTP/1.1", 200, "-"
+        )
+    assert "…" in caplog.text
+    assert token[6:] not in unquote(caplog.text)
 
 
 # --- configuration safety ----------------------------------------------------------------

@@ -14,13 +14,32 @@ from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from .headers import add_security_headers
 
+TOKEN_ROUTES = ("confirm", "unsubscribe", "manage", "data")
+# One character of a token as a client may send it: itself or a %-escape.
+_LINK_CHARACTER = r"(?:[A-Za-z0-9_.\-]|%[0-9A-Fa-f]{2})"
+
+
+def _spelled(route: str) -> str:
+    """A pattern for ``route`` with any of its letters %-escaped."""
+    return "".join(f"(?:{c}|%{ord(c):02x})" for c in route)
+
+
 TOKEN_IN_PATH = re.compile(
-    r"/(confirm|unsubscribe|manage|data)/([A-Za-z0-9_.\-]{6})[A-Za-z0-9_.\-]*"
+    rf"/+({'|'.join(map(_spelled, TOKEN_ROUTES))})/+"
+    rf"({_LINK_CHARACTER}{{6}}){_LINK_CHARACTER}*",
+    re.IGNORECASE,
 )
 
 
 class RedactTokens(logging.Filter):
-    """Cut link tokens in logged request lines down to a 6-character prefix."""
+    """Cut link tokens in logged request lines down to a 6-character prefix.
+
+    Request lines are logged as the client sent them (gunicorn's access log),
+    and the server decodes %-escapes before routing, so a token or its route
+    spelled with escapes (``/manage/%65yJz...``) or doubled slashes is cut too:
+    the prefix is six characters, each a character or one escape. Matching
+    ignores case; cutting a path that only looks like a link costs nothing.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite the message in place; never drop the record."""
