@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
+from newsletter.extensions import db
 from newsletter.models import Role, StaffUser
 from newsletter.staff import login_guard, service
 
-from .fixtures.staff import STAFF_PASSWORD, csrf_from
+from .fixtures.staff import STAFF_PASSWORD, StaffClient, csrf_from, log_in
 
 IN_CI = os.environ.get("CI") == "true"
 FUZZ = settings(
@@ -182,6 +183,66 @@ def test_a_new_password_login_gets_new_tries(app: Flask, make_staff) -> None:
     client = start_pending(app, user)
     response = post_code(client, pyotp.TOTP(user.totp_secret).now())
     assert response.location == "/admin/"
+
+
+# --- The password-change form: the current password is guessed no faster ------------
+
+
+def change_password(client: StaffClient, current: str) -> TestResponse:
+    """Post the password-change form with ``current`` and a valid new password."""
+    new = "an entirely new passphrase"
+    data = {"current_password": current, "new_password": new, "repeat": new}
+    return client.post("/admin/account/password", data)
+
+
+def test_the_sixth_wrong_current_password_in_a_row_is_refused(
+    app_factory: Callable[..., Flask], make_staff
+) -> None:
+    limited = app_factory(RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="5 per minute")
+    with limited.app_context():
+        user, colleague = make_staff(), make_staff()
+        here = StaffClient(client_at(limited, "198.51.100.7"), user)
+        assert log_in(here.client, user).status_code == 302
+        for _ in range(5):
+            wrong = change_password(here, "a wrong guess")
+            assert "The current password is wrong." in wrong.get_data(as_text=True)
+
+        refused = change_password(here, STAFF_PASSWORD)  # even the right one
+        assert refused.status_code == 429
+        assert "Too many login attempts" in refused.get_data(as_text=True)
+
+        # Per account: the same account from another address ...
+        elsewhere = StaffClient(client_at(limited, "203.0.113.7"), user)
+        assert log_in(elsewhere.client, user).status_code == 302
+        assert change_password(elsewhere, STAFF_PASSWORD).status_code == 429
+        # ... and per address: another account from the same one.
+        beside = StaffClient(client_at(limited, "198.51.100.7"), colleague)
+        assert log_in(beside.client, colleague).status_code == 302
+        assert change_password(beside, STAFF_PASSWORD).status_code == 429
+        assert service.authenticate(user.email, STAFF_PASSWORD) is not None  # unchanged
+
+
+def test_turning_two_factor_off_is_limited_per_account_too(
+    app_factory: Callable[..., Flask], make_staff
+) -> None:
+    limited = app_factory(RATELIMIT_ENABLED=True, LOGIN_RATE_LIMIT="5 per minute")
+    with limited.app_context():
+        user = make_staff(totp=True)
+        sessions = []
+        for address in ("198.51.100.8", "203.0.113.8"):
+            user.totp_last_step = None  # as if the next code had come
+            db.session.commit()
+            session = StaffClient(client_at(limited, address), user)
+            assert log_in(session.client, user).status_code == 302
+            sessions.append(session)
+        here, elsewhere = sessions
+        for _ in range(5):
+            wrong = here.post("/admin/account/two-factor/disable", {"password": "a wrong guess"})
+            assert "The current password is wrong." in wrong.get_data(as_text=True)
+        done = elsewhere.post("/admin/account/two-factor/disable", {"password": STAFF_PASSWORD})
+        assert done.status_code == 429
+        db.session.refresh(user)
+        assert user.totp_secret is not None
 
 
 # --- Logs name no typed address --------------------------------------------------------

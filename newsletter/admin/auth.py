@@ -33,6 +33,14 @@ def _by_address() -> str:
     return login_guard.address_key(request.form.get("email"))
 
 
+def _by_account() -> str:
+    """Rate-limit key: the signed-in account, so the password it is asked for can't
+    be guessed from many IPs (the client's address before anyone is signed in)."""
+    if current_user.is_authenticated:
+        return f"staff:{current_user.id}"
+    return str(request.remote_addr)
+
+
 def _safe_next(target: str | None) -> str:
     """Only a path inside the console, never another site (open redirect)."""
     if target and target.startswith("/admin") and not target.startswith("//"):
@@ -117,8 +125,14 @@ def logout() -> ResponseReturnValue:
 
 
 @bp.route("/account/password", methods=["GET", "POST"])
+@limiter.limit(_login_limit, methods=["POST"], error_message=_too_many)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_by_account, error_message=_too_many)
 def password() -> ResponseReturnValue:
-    """Change one's own password; other sessions of the account end."""
+    """Change one's own password; other sessions of the account end.
+
+    The form asks for the current password, so it is limited like the login
+    (LOGIN_RATE_LIMIT per IP and per account): a held session can't guess it.
+    """
     form = PasswordForm()
     if form.validate_on_submit():
         user = staff()
@@ -166,9 +180,11 @@ def two_factor() -> ResponseReturnValue:
 
 @bp.route("/account/two-factor/disable", methods=["POST"])
 @limiter.limit(_login_limit, methods=["POST"], error_message=_too_many)
+@limiter.limit(_login_limit, methods=["POST"], key_func=_by_account, error_message=_too_many)
 def two_factor_disable() -> ResponseReturnValue:
     """Turn one's own two-factor login off, with the password again (not while
-    an owner requires it); the account's other sessions end."""
+    an owner requires it); the account's other sessions end. Limited like the
+    password form, per IP and per account."""
     user = staff()
     if not user.totp_secret:
         return redirect(url_for("admin.two_factor"))
