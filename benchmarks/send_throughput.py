@@ -1020,7 +1020,7 @@ STAGES = [
     ("  links (external_url: url_for in a test_request_context)", ("external_url",)),
     ("  fill the encoded bodies (EncodedBody.fill)", ("EncodedBody.fill",)),
     ("  build_encoded (MIME headers and join)", ("build_encoded",)),
-    ("    To: header via the email package (encode_header_value)", ("encode_header_value",)),
+    ("    header lines (header_line: To, Date, Message-ID, List-Unsubscribe)", ("header_line",)),
     ("  DKIM (sign_message)", ("sign_message",)),
     ("SMTP send (_send)", ("_send",)),
     ("  one mail transaction (send_transaction)", ("send_transaction",)),
