@@ -21,7 +21,7 @@ from sqlalchemy import text
 from newsletter import create_app
 from newsletter.extensions import csrf, db, limiter
 from newsletter.ledger import evidence_from_request
-from newsletter.subscriptions.validation import InvalidInput, normalise_email
+from newsletter.validation import InvalidInput, normalise_email
 from newsletter.web.signup import signup_rate_limit
 
 app = create_app()

@@ -38,7 +38,7 @@ def select_locale() -> str:
 
 # Messages that reach `_()` as variables rather than literals, so extraction
 # cannot see them where they are made: form labels (web/forms.py), input errors
-# shown on the signup form (subscriptions/validation.py, with their limits filled
+# shown on the signup form (validation.py, with their limits filled
 # in) and the error page's HTTP names and descriptions (Werkzeug's own words).
 # Only fixed texts belong here: Jinja's _() marks its result safe and %-formats it,
 # so a message holding user input must never pass through _() in a template.

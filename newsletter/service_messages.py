@@ -12,7 +12,7 @@ English page, an operator at the command line, the worker, a log. So:
   by the worker or in another staff member's request) is kept in English, marked
   with :func:`N_` for the catalogue, and put into the language of the page that
   shows it by :func:`in_page_language`. So are the shared input rules' messages
-  (subscriptions/validation.py), which stay English for the signup page to
+  (validation.py), which stay English for the signup page to
   translate in its template.
 """
 

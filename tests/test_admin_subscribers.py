@@ -27,7 +27,7 @@ from newsletter.models import (
 )
 from newsletter.subscriptions.lists import current_consent_text
 from newsletter.subscriptions.search import like_pattern, parse_filter, search_subscribers
-from newsletter.subscriptions.validation import InvalidInput
+from newsletter.validation import InvalidInput
 
 from .fixtures.staff import StaffClient
 

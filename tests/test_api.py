@@ -25,7 +25,7 @@ from newsletter.models import (
     Subscription,
     SubscriptionStatus,
 )
-from newsletter.subscriptions.validation import MAX_EMAIL, MAX_LISTS
+from newsletter.validation import MAX_EMAIL, MAX_LISTS
 
 from .fixtures.mailflow import NOTHING, counts, link_path, text_of
 

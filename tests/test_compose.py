@@ -40,7 +40,7 @@ from newsletter.campaigns.delivery import send_deliveries
 from newsletter.campaigns.service import create_campaign, start_campaign
 from newsletter.extensions import db
 from newsletter.models import Campaign, MailingList
-from newsletter.subscriptions.validation import InvalidInput
+from newsletter.validation import InvalidInput
 
 from .conftest import ORIGIN
 from .fixtures.mailflow import html_of, link_path, text_of

@@ -48,7 +48,7 @@ from newsletter.models import (
     Subscriber,
 )
 from newsletter.subscriptions.lists import update_list
-from newsletter.subscriptions.validation import InvalidInput, normalise_email
+from newsletter.validation import InvalidInput, normalise_email
 
 from .conftest import ORIGIN
 from .fixtures.mailflow import html_of

@@ -35,7 +35,7 @@ from newsletter.models import (
     Subscription,
     SubscriptionStatus,
 )
-from newsletter.subscriptions.validation import InvalidInput
+from newsletter.validation import InvalidInput
 
 from .fixtures.mailflow import link_path
 

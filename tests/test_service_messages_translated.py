@@ -27,7 +27,7 @@ from newsletter.imports.run import run_next_import
 from newsletter.imports.validate import MORE_ERRORS
 from newsletter.models import ImportJob, ImportStatus, MailingList, Role
 from newsletter.service_messages import in_page_language
-from newsletter.subscriptions.validation import InvalidInput
+from newsletter.validation import InvalidInput
 
 from .fixtures.staff import StaffClient
 
@@ -142,7 +142,7 @@ def test_staff_account_refusals(console: Callable[..., StaffClient], lang: str) 
         "Adgangskoden må ikke være e-mailadressen.",
         "The password must not be the e-mail address.",
     )
-    # The shared input rules' message (subscriptions/validation.py) too.
+    # The shared input rules' message (validation.py) too.
     bad = owner.post("/admin/staff/new", {"email": "not-an-address", "role": "editor"})
     says(
         page(bad),

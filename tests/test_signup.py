@@ -29,7 +29,7 @@ from newsletter.models import (
     Subscription,
     SubscriptionStatus,
 )
-from newsletter.subscriptions.validation import MAX_EMAIL, MAX_NAME
+from newsletter.validation import MAX_EMAIL, MAX_NAME
 
 from .fixtures.mailflow import NOTHING, counts, link_path
 

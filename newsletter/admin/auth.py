@@ -11,7 +11,7 @@ from flask_login import current_user, login_user, logout_user
 
 from ..extensions import limiter
 from ..staff import login_guard, service, totp
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from . import bp
 from .access import client_ip, staff
 from .forms import CodeForm, LoginForm, PasswordForm, TwoFactorOffForm

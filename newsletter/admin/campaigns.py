@@ -21,7 +21,7 @@ from ..extensions import db
 from ..mail.render import campaign_sample, neutral_link
 from ..models import Campaign, CampaignStatus, Role, Subscription, SubscriptionStatus, utcnow
 from ..subscriptions.lists import open_lists
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from . import bp
 from .access import client_ip, requires, staff
 from .campaign_forms import CampaignForm, ScheduleForm

@@ -19,7 +19,7 @@ from ..imports.parse import DELIMITER_NAMES, MAX_FILE_BYTES, FileProblem, previe
 from ..imports.validate import RowError, shown_errors
 from ..models import ImportJob, ImportStatus, Role
 from ..subscriptions.lists import open_lists
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from . import bp
 from .access import client_ip, requires, staff
 from .import_forms import MappingForm, UploadForm

@@ -8,7 +8,7 @@ from wtforms import BooleanField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from ..subscriptions.lists import MAX_CONSENT_TEXT, MAX_DESCRIPTION, MAX_NAME
-from ..subscriptions.validation import SLUG_PATTERN
+from ..validation import SLUG_PATTERN
 
 
 class ListEditForm(FlaskForm):

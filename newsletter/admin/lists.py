@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from ..extensions import db
 from ..models import ConsentText, MailingList, Role, Subscription, SubscriptionStatus
 from ..subscriptions import lists as service
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from . import bp
 from .access import client_ip, requires, staff
 from .list_forms import ListCreateForm, ListEditForm

@@ -9,7 +9,7 @@ from flask_babel import gettext as _
 from ..models import Role
 from ..staff import service, totp
 from ..staff.passwords import generate_password
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from . import bp
 from .access import client_ip, requires, staff
 from .forms import ConfirmForm, SettingsForm, StaffCreateForm, StaffEditForm

@@ -21,7 +21,7 @@ from ..subscriptions.search import (
     parse_filter,
     search_subscribers,
 )
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from ..web.params import ID_MAX, query_number
 from . import bp
 from .access import client_ip, requires, staff

@@ -11,7 +11,7 @@ from flask.cli import AppGroup
 
 from ..extensions import db
 from ..models.campaigns import Campaign, CampaignStatus
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from .service import (
     CampaignStateError,
     campaign_progress,

@@ -15,7 +15,7 @@ from ..models import MailingList, StaffUser
 from ..models.campaigns import Campaign, CampaignStatus
 from ..service_messages import page_gettext as _
 from ..staff import audit
-from ..subscriptions.validation import CONTROL_CHARACTERS, ENCODED_WORD, InvalidInput
+from ..validation import CONTROL_CHARACTERS, ENCODED_WORD, InvalidInput
 
 MAX_SUBJECT = 200
 MAX_BODY = 500_000

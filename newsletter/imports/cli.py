@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import ImportStatus, MailingList
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from .jobs import RowsRefused, create_job, discard_job, not_reactivated, queue_job, table_of
 from .mapping import FIELDS, columns_of
 from .parse import MAX_FILE_BYTES, FileProblem

@@ -16,7 +16,7 @@ from ..models import ImportJob, ImportStatus, MailingList, StaffUser, utcnow
 from ..service_messages import N_
 from ..service_messages import page_gettext as _
 from ..staff import audit
-from ..subscriptions.validation import CONTROL_CHARACTERS, InvalidInput
+from ..validation import CONTROL_CHARACTERS, InvalidInput
 from .mapping import build_mapping, guess_mapping
 from .parse import Table, count_records, data_records, decode, read_table
 from .validate import RowError

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from ..service_messages import page_gettext as _
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 
 FIELDS = ("email", "name", "consented_at", "source")
 REQUIRED = ("email",)

@@ -33,7 +33,7 @@ from ..extensions import db
 from ..models import ImportJob, ImportStatus, MailingList, StaffUser, utcnow
 from ..service_messages import N_
 from ..staff import audit
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from .apply import ConcurrentChange, apply_rows
 from .jobs import LEASE, Claim, LeaseLost, table_of
 from .mapping import check_mapping

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..ledger.evidence import pages_in
 from ..service_messages import N_, in_page_language
-from ..subscriptions.validation import CONTROL_CHARACTERS, InvalidInput, clean_name, normalise_email
+from ..validation import CONTROL_CHARACTERS, InvalidInput, clean_name, normalise_email
 
 MAX_SOURCE = 200
 MAX_CONSENTED_AT = 40

@@ -7,7 +7,7 @@ import json
 import click
 from flask.cli import AppGroup
 
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from .chain import verify_chain
 from .proof import consent_proof
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import ConsentEvent, ConsentText, MailingList, PolicyVersion, Subscriber
-from ..subscriptions.validation import normalise_email
+from ..validation import normalise_email
 from .keys import email_digests
 
 

@@ -11,7 +11,7 @@ from flask.cli import AppGroup, with_appcontext
 from ..extensions import db
 from ..models import utcnow
 from ..staff import audit
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from .erasure import UnknownSubscriber
 from .export import subscriber_data_export, subscriber_id_for_address
 from .policy import MAX_POLICY_BYTES, PolicyError, import_policy

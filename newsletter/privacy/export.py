@@ -26,8 +26,8 @@ from ..models import (
     utcnow,
 )
 from ..subscriptions.service import subscriber_for
-from ..subscriptions.validation import normalise_email
 from ..tokens import TokenPayload
+from ..validation import normalise_email
 from .erasure import UnknownSubscriber
 
 FORMAT_VERSION = 1

@@ -8,7 +8,7 @@ import click
 from flask.cli import AppGroup
 
 from ..models import Role
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from . import service, totp
 from .passwords import generate_password
 

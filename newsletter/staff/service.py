@@ -11,7 +11,7 @@ from ..extensions import db
 from ..models import ConsoleSetting, Role, StaffUser, utcnow
 from ..service_messages import in_page_language
 from ..service_messages import page_gettext as _
-from ..subscriptions.validation import InvalidInput, clean_name, normalise_email
+from ..validation import InvalidInput, clean_name, normalise_email
 from . import audit, totp
 from .passwords import (
     WeakPassword,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
+from ..validation import InvalidInput
 from .lists import DEFAULT_CONSENT_TEXT, create_list, ensure_default_list
-from .validation import InvalidInput
 
 list_cli = AppGroup("list", help="Lists (topics), each with its own consent text.")
 

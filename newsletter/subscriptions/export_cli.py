@@ -8,9 +8,9 @@ import click
 from flask.cli import with_appcontext
 
 from ..models import SubscriptionStatus
+from ..validation import InvalidInput
 from .export import csv_chunks, export_rows, record_export
 from .search import parse_filter
-from .validation import InvalidInput
 
 
 @click.command("export")

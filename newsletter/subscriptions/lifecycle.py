@@ -30,7 +30,7 @@ from ..models import (
     utcnow,
 )
 from ..service_messages import page_gettext as _
-from .validation import InvalidInput
+from ..validation import InvalidInput
 
 ACTIVE_OR_PENDING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
 _CHUNK = 1000  # subscriber ids per IN list

@@ -17,7 +17,7 @@ from ..extensions import db
 from ..models import ConsentText, MailingList, StaffUser, Subscription, utcnow
 from ..service_messages import page_gettext as _
 from ..staff import audit
-from .validation import CONTROL_CHARACTERS, ENCODED_WORD, SLUG_PATTERN, InvalidInput
+from ..validation import CONTROL_CHARACTERS, ENCODED_WORD, SLUG_PATTERN, InvalidInput
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 1000

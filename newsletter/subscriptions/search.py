@@ -22,7 +22,7 @@ from sqlalchemy.orm import InstrumentedAttribute, selectinload
 from ..extensions import db
 from ..models import MailingList, Subscriber, Subscription, SubscriptionStatus
 from ..service_messages import page_gettext as _
-from .validation import CONTROL_CHARACTERS, MAX_EMAIL, SLUG_PATTERN, InvalidInput
+from ..validation import CONTROL_CHARACTERS, MAX_EMAIL, SLUG_PATTERN, InvalidInput
 
 MIN_QUERY = 3  # pg_trgm indexes trigrams: a shorter fragment cannot use the index
 MAX_PAGE_SIZE = 200

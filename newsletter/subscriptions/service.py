@@ -23,6 +23,7 @@ from ..models import (
     utcnow,
 )
 from ..tokens import TokenPayload
+from ..validation import clean_locale, clean_name, clean_slugs, normalise_email
 from .lifecycle import (
     ACTIVE_OR_PENDING,
     NewAddress,
@@ -34,7 +35,6 @@ from .lifecycle import (
     terms_in_force,
 )
 from .lists import open_lists
-from .validation import clean_locale, clean_name, clean_slugs, normalise_email
 
 
 class UnknownSubscriber(LookupError):

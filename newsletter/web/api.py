@@ -14,7 +14,7 @@ from ..ledger import evidence_from_request
 from ..mail.render import base_url
 from ..models import Channel
 from ..subscriptions.service import SignupRequest, request_subscription
-from ..subscriptions.validation import InvalidInput, require_encodable
+from ..validation import InvalidInput, require_encodable
 from .origin import cors_origin, origin_allowed
 from .signup import signup_rate_limit
 

@@ -6,7 +6,7 @@ from wtforms import Form, HiddenField, SelectMultipleField, StringField
 from wtforms.validators import InputRequired, Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
-from ..subscriptions.validation import MAX_EMAIL, MAX_NAME
+from ..validation import MAX_EMAIL, MAX_NAME
 
 
 class SignupForm(Form):

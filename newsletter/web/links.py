@@ -14,9 +14,9 @@ from ..models import Channel, Subscriber, SubscriptionStatus
 from ..privacy import export
 from ..subscriptions import service
 from ..subscriptions.lists import open_lists
-from ..subscriptions.validation import InvalidInput
 from ..tokens import ExpiredToken, InvalidToken, Purpose, TokenPayload, make_token, payload_of
 from ..tokens import read_token as _read
+from ..validation import InvalidInput
 from .forms import ManageForm
 from .public import bp
 

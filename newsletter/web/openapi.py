@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from ..subscriptions.validation import MAX_EMAIL, MAX_LISTS, MAX_NAME
+from ..validation import MAX_EMAIL, MAX_LISTS, MAX_NAME
 
 bp = Blueprint("openapi", __name__)
 

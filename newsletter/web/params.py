@@ -24,7 +24,7 @@ from flask_babel import gettext as _
 from werkzeug.exceptions import BadRequest
 from werkzeug.routing import BaseConverter, ValidationError
 
-from ..subscriptions.validation import CONTROL_CHARACTERS
+from ..validation import CONTROL_CHARACTERS
 
 ID_MAX = 2**31 - 1  # PostgreSQL's INTEGER, the type of every row id
 NUMBER = re.compile(r"[0-9]{1,10}")  # ASCII only: [0-9] is not \d

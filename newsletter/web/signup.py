@@ -13,7 +13,7 @@ from ..ledger import evidence_from_request
 from ..models import Channel
 from ..subscriptions.lists import open_lists
 from ..subscriptions.service import SignupRequest, request_subscription
-from ..subscriptions.validation import InvalidInput
+from ..validation import InvalidInput
 from .forms import SignupForm
 from .origin import origin_allowed, safe_next
 from .public import bp

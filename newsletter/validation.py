@@ -6,7 +6,7 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
-from ..service_messages import page_gettext as _
+from .service_messages import page_gettext as _
 
 MAX_EMAIL = 254
 MAX_NAME = 200
