@@ -19,8 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db
 from ..ledger import Evidence, append_event
 from ..ledger.keys import email_digest
-from ..models import Channel, ConsentEventType, Subscriber, SubscriptionStatus
-from ..models.campaigns import Suppression
+from ..models import Channel, ConsentEventType, Subscriber, SubscriptionStatus, Suppression
 
 log = logging.getLogger(__name__)
 # Anything shaped like an address in an SMTP reply ("550 5.1.1 <jane@example.org>:

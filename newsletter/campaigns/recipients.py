@@ -14,8 +14,8 @@ from sqlalchemy import Row, select
 
 from ..extensions import db
 from ..ledger.keys import email_digest
-from ..models import Subscriber, Subscription, SubscriptionStatus
-from ..models.campaigns import DeliveryStatus, Suppression
+from ..models import Subscriber, Subscription, SubscriptionStatus, Suppression
+from ..models.campaigns import DeliveryStatus
 from .claim import Claimed, among
 from .compose import default_locale, layout_locale
 from .outcomes import DeliveryBatch, Recipient, mark

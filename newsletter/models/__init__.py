@@ -6,7 +6,6 @@ from .campaigns import (
     Delivery,
     DeliveryStatus,
     SendRateBucket,
-    Suppression,
 )
 from .imports import ImportJob, ImportStatus
 from .ledger import Channel, ConsentEvent, ConsentEventType, LedgerHead
@@ -15,6 +14,7 @@ from .outbox import OutboxKind, OutboxMessage, OutboxStatus
 from .policy import PolicyVersion
 from .staff import AuditEntry, ConsoleSetting, Role, StaffUser
 from .subscribers import Subscriber, Subscription, SubscriptionStatus
+from .suppression import Suppression
 from .types import UTCDateTime, utcnow
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Campaigns, their per-recipient deliveries, suppressions and the shared send rate."""
+"""Campaigns, their per-recipient deliveries and the shared send rate."""
 
 from __future__ import annotations
 
@@ -125,17 +125,6 @@ class Delivery(db.Model):  # type: ignore[name-defined]
     leased_by: Mapped[str | None] = mapped_column(String(64))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(String(300))
-
-
-class Suppression(db.Model):  # type: ignore[name-defined]
-    """An address never to mail again (hard bounce, erasure), kept as a keyed digest."""
-
-    __tablename__ = "suppressions"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    email_digest: Mapped[str] = mapped_column(String(64), unique=True)
-    reason: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class SendRateBucket(db.Model):  # type: ignore[name-defined]
