@@ -1,0 +1,1 @@
+"""Campaigns: drafts, the send lifecycle, per-language rendering and the delivery engine."""
