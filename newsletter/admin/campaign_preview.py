@@ -16,8 +16,8 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
 from ..extensions import db
-from ..mail.render import base_url
 from ..models import Campaign, MailingList, Role
+from ..urls import base_url
 from . import bp
 from .access import requires
 from .campaign_forms import PreviewForm

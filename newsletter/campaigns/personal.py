@@ -16,9 +16,9 @@ from ..extensions import db
 from ..mail.dkim import sign_message
 from ..mail.headers import Mailbox
 from ..mail.message import OutgoingMail, wire_address
-from ..mail.render import external_url, mail_domain
 from ..models.campaigns import Campaign, CampaignRendering
 from ..tokens import Purpose, make_token
+from ..urls import external_url, mail_domain
 from .compose import MANAGE_URL, NAME, UNSUBSCRIBE_URL, main_locale, split_template
 from .mime import CampaignEnvelope, EncodedBody, build_encoded, make_envelope
 from .outcomes import Recipient

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit
 
-from flask import current_app, render_template, url_for
+from flask import current_app, render_template
 from flask_babel import force_locale, get_locale, gettext
 from sqlalchemy import select
 
@@ -24,28 +22,13 @@ from ..models import (
     SubscriptionStatus,
 )
 from ..tokens import Purpose, make_token
+from ..urls import external_url, mail_domain
 from .headers import Mailbox
 from .message import OutgoingMail, compose_mail
 
 
 class NothingToSend(Exception):
     """The mail no longer applies (e.g. a welcome for a list the person left)."""
-
-
-def base_url() -> str:
-    """The public origin links in mails point to."""
-    return str(current_app.config.get("BASE_URL") or "http://localhost:5000").rstrip("/")
-
-
-def mail_domain() -> str:
-    """The host name used in Message-ID and List-Id."""
-    return urlsplit(base_url()).hostname or "localhost"
-
-
-def external_url(endpoint: str, **values: Any) -> str:
-    """An absolute URL on BASE_URL, usable outside a request (in the worker)."""
-    with current_app.test_request_context("/", base_url=base_url()):
-        return url_for(endpoint, _external=True, **values)
 
 
 @dataclass(frozen=True)
@@ -102,7 +85,6 @@ def render_outbox_message(row: OutboxMessage) -> OutgoingMail:
         if row.kind == OutboxKind.WELCOME:
             return _welcome(subscriber, int(row.payload["list"]))
         if row.kind == OutboxKind.DATA_EXPORT:
-            # Imported here: export_mail builds on this module's URL helpers.
             from ..privacy.export_mail import data_export_mail
 
             return data_export_mail(subscriber)

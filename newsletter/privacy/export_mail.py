@@ -6,9 +6,9 @@ from flask import current_app, render_template
 from flask_babel import gettext
 
 from ..mail.message import OutgoingMail, compose_mail
-from ..mail.render import external_url, mail_domain
 from ..models import Subscriber
 from ..tokens import Purpose, make_token
+from ..urls import external_url, mail_domain
 
 
 def data_export_mail(subscriber: Subscriber) -> OutgoingMail:

@@ -11,9 +11,9 @@ from werkzeug.exceptions import HTTPException
 
 from ..extensions import limiter
 from ..ledger import evidence_from_request
-from ..mail.render import base_url
 from ..models import Channel
 from ..subscriptions.service import SignupRequest, request_subscription
+from ..urls import base_url
 from ..validation import InvalidInput, require_encodable
 from .origin import cors_origin, origin_allowed
 from .signup import signup_rate_limit

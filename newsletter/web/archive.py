@@ -21,8 +21,8 @@ from sqlalchemy.orm import joinedload
 
 from ..campaigns.compose import NAME_TAG, markdown_to_safe_html
 from ..extensions import db
-from ..mail.render import base_url
 from ..models import Campaign, CampaignStatus, utcnow
+from ..urls import base_url
 from .params import query_number
 
 bp = Blueprint("archive", __name__)
