@@ -13,8 +13,8 @@ from werkzeug.serving import run_simple
 
 from . import create_app
 from .config import ConfigError
-from .mail.worker import run_worker
 from .ops.cli import check_command
+from .worker.round import run_worker
 
 
 @click.command("run")
@@ -109,11 +109,11 @@ def _product_commands() -> list[click.Command]:
     from .campaigns.cli import campaign_cli
     from .imports.cli import import_command
     from .ledger.cli import consent_cli, ledger_cli
-    from .mail.cli import worker_command
     from .privacy.cli import policy_cli, privacy_cli, purge_command
     from .staff.cli import staff_cli
     from .subscriptions.cli import list_cli
     from .subscriptions.export_cli import export_command
+    from .worker.commands import worker_command
 
     return [
         worker_command,

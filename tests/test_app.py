@@ -86,8 +86,8 @@ def test_production_without_mail_server_keeps_mail_queued(
     app_factory: Callable[..., Flask], default_list: MailingList, tmp_path: Path
 ) -> None:
     """Mail is never written to the dev mailbox and marked sent outside development."""
-    from newsletter.mail.worker import process_batch
     from newsletter.models import OutboxMessage, OutboxStatus
+    from newsletter.worker.outbox import process_batch
 
     production = app_factory(TESTING=False, MAIL_SERVER=None)
     client = production.test_client()
@@ -112,7 +112,7 @@ def test_worker_once_exits_non_zero_when_a_batch_fails(
     app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`worker --once` from cron must report a broken run, not exit 0."""
-    from newsletter.mail import worker
+    from newsletter.worker import round as worker
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("database unreachable")

@@ -18,8 +18,8 @@ import pytest
 from flask import Flask
 
 from newsletter.extensions import db
-from newsletter.mail.worker import run_worker
 from newsletter.models import Role
+from newsletter.worker.round import run_worker
 
 from .fixtures.smtp import SMTPServer
 from .fixtures.staff import STAFF_PASSWORD

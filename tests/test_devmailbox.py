@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from newsletter.extensions import db
-from newsletter.mail.worker import run_worker
 from newsletter.models import OutboxMessage, OutboxStatus, Subscription, SubscriptionStatus
 from newsletter.subscriptions.lists import DEFAULT_CONSENT_TEXT, create_list
+from newsletter.worker.round import run_worker
 
 from .fixtures.smtp import SMTPServer
 

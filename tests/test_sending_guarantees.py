@@ -46,7 +46,6 @@ from newsletter.campaigns.service import (
     start_campaign,
 )
 from newsletter.extensions import db
-from newsletter.mail.worker import run_worker
 from newsletter.models import (
     Campaign,
     Delivery,
@@ -58,6 +57,7 @@ from newsletter.models import (
     utcnow,
 )
 from newsletter.subscriptions.lists import current_consent_text
+from newsletter.worker.round import run_worker
 
 from .conftest import BACKEND, ORIGIN, TEST_SECRET
 from .fixtures.smtp import SMTPServer

@@ -24,7 +24,6 @@ from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
 from newsletter.mail import transport
-from newsletter.mail.worker import claim_batch, run_worker
 from newsletter.models import (
     MailingList,
     OutboxKind,
@@ -38,6 +37,8 @@ from newsletter.models import (
 from newsletter.subscriptions import lifecycle
 from newsletter.subscriptions.lists import DEFAULT_CONSENT_TEXT, create_list
 from newsletter.tokens import Purpose, make_token
+from newsletter.worker.outbox import claim_batch
+from newsletter.worker.round import run_worker
 
 from .conftest import BACKEND
 from .fixtures.mailflow import html_of, link_path, text_of

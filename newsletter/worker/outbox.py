@@ -1,4 +1,4 @@
-"""The outbox worker: claim due mail under a lease, send it, record the outcome.
+"""The outbox loop: claim due mail under a lease, send it, record the outcome.
 
 Delivery is at-least-once: a row is marked sent right after the server took
 it, so only a crash between those two steps can send a mail twice. A crashed
@@ -13,31 +13,22 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 from sqlalchemy import or_, select, update
 
 from ..database import is_postgresql
 from ..extensions import db
+from ..mail.headers import UnsafeHeader
+from ..mail.message import OutgoingMail
+from ..mail.render import NothingToSend, render_outbox_message
+from ..mail.retry import next_attempt
+from ..mail.transport import PermanentFailure, ServerUnavailable, TemporaryFailure, open_transport
 from ..models import OutboxMessage, OutboxStatus, utcnow
-from .headers import UnsafeHeader
-from .message import OutgoingMail
-from .render import NothingToSend, render_outbox_message
-from .retry import next_attempt
-from .transport import PermanentFailure, ServerUnavailable, TemporaryFailure, open_transport
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from ..campaigns.delivery import DeliveryBatch
-
-    CampaignCallback = Callable[[DeliveryBatch], Any]
-else:
-    CampaignCallback = Callable
 
 
 def worker_id() -> str:
@@ -204,68 +195,3 @@ def _release(ids: list[int]) -> None:
             update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(lease_until=None)
         )
         db.session.commit()
-
-
-def work_once(app: Flask, owner: str, on_campaign_batch: CampaignCallback | None = None) -> int:
-    """One round: an outbox batch, due scheduled campaigns, a campaign batch.
-
-    Transactional mail goes first: a confirmation should not wait behind a
-    100,000-recipient newsletter. Returns how many rows were handled.
-    """
-    from ..campaigns.delivery import send_deliveries
-    from ..campaigns.service import start_due_campaigns
-
-    handled = process_batch(app, owner).handled
-    handled += start_due_campaigns()
-    batch = send_deliveries(app, owner)
-    if on_campaign_batch is not None and batch.handled:
-        on_campaign_batch(batch)
-    from ..privacy.retention import run_due_retention
-
-    run_due_retention(app)  # once a day across all workers; not counted as work
-    return handled + batch.handled + _run_one_import()
-
-
-def _run_one_import() -> int:
-    """CSV imports (issue 4): at most one queued job per round, so mail keeps flowing.
-
-    The job's confirmation mails are in the outbox when it commits; the next
-    round sends them.
-    """
-    from ..imports.run import run_next_import
-
-    return run_next_import()
-
-
-def run_worker(
-    app: Flask,
-    stop: threading.Event,
-    poll_interval: float = 1.0,
-    once: bool = False,
-    on_campaign_batch: CampaignCallback | None = None,
-) -> int:
-    """Work until ``stop`` is set (or nothing is due, with ``once``).
-
-    A round that raises (database unreachable, say) is logged and tried again
-    after ``poll_interval``; with ``once`` the worker stops there instead of
-    spinning. Returns the number of rounds that failed, so ``worker --once``
-    can exit non-zero and cron notices.
-    """
-    owner = worker_id()
-    failures = 0
-    while not stop.is_set():
-        with app.app_context():
-            try:
-                handled: int | None = work_once(app, owner, on_campaign_batch)
-            except Exception:
-                db.session.rollback()
-                log.exception("worker: round failed; will try again")
-                failures += 1
-                handled = None
-            finally:
-                db.session.remove()
-        if once and not handled:
-            return failures
-        if not handled:
-            stop.wait(poll_interval)
-    return failures

@@ -11,7 +11,8 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from .worker import run_worker
+from ..campaigns.progress import ProgressReporter
+from .round import run_worker
 
 
 @click.command("worker")
@@ -35,8 +36,6 @@ def worker_command(once: bool, poll: float) -> None:
             "pretend to send: set the SMTP settings (see README, Settings)."
         )
     click.echo("worker: sending from the outbox" + (" (once)" if once else ""))
-    from ..campaigns.progress import ProgressReporter
-
     failures = run_worker(
         app, stop, poll_interval=poll, once=once, on_campaign_batch=ProgressReporter()
     )

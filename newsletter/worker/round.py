@@ -1,0 +1,74 @@
+"""A worker round and the loop that repeats it until stopped."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask
+
+from ..campaigns.delivery import send_deliveries
+from ..campaigns.outcomes import DeliveryBatch
+from ..campaigns.service import start_due_campaigns
+from ..extensions import db
+from ..imports.run import run_next_import
+from ..privacy.retention import run_due_retention
+from .outbox import process_batch, worker_id
+
+log = logging.getLogger(__name__)
+
+CampaignCallback = Callable[[DeliveryBatch], Any]
+
+
+def work_once(app: Flask, owner: str, on_campaign_batch: CampaignCallback | None = None) -> int:
+    """One round: an outbox batch, due scheduled campaigns, a campaign batch,
+    retention when due, and at most one CSV import.
+
+    Transactional mail goes first: a confirmation should not wait behind a
+    100,000-recipient newsletter. One import a round keeps mail flowing; its
+    confirmation mails are in the outbox when it commits, for the next round.
+    Returns how many rows were handled (retention is not counted as work).
+    """
+    handled = process_batch(app, owner).handled
+    handled += start_due_campaigns()
+    batch = send_deliveries(app, owner)
+    if on_campaign_batch is not None and batch.handled:
+        on_campaign_batch(batch)
+    run_due_retention(app)  # once a day across all workers
+    return handled + batch.handled + run_next_import()
+
+
+def run_worker(
+    app: Flask,
+    stop: threading.Event,
+    poll_interval: float = 1.0,
+    once: bool = False,
+    on_campaign_batch: CampaignCallback | None = None,
+) -> int:
+    """Work until ``stop`` is set (or nothing is due, with ``once``).
+
+    A round that raises (database unreachable, say) is logged and tried again
+    after ``poll_interval``; with ``once`` the worker stops there instead of
+    spinning. Returns the number of rounds that failed, so ``worker --once``
+    can exit non-zero and cron notices.
+    """
+    owner = worker_id()
+    failures = 0
+    while not stop.is_set():
+        with app.app_context():
+            try:
+                handled: int | None = work_once(app, owner, on_campaign_batch)
+            except Exception:
+                db.session.rollback()
+                log.exception("worker: round failed; will try again")
+                failures += 1
+                handled = None
+            finally:
+                db.session.remove()
+        if once and not handled:
+            return failures
+        if not handled:
+            stop.wait(poll_interval)
+    return failures
