@@ -1,6 +1,7 @@
 """Staff accounts: create, authenticate, change password, role and status.
 
-Each function owns its transaction and writes its audit entry in it.
+Each function that writes is one transaction (``@transactional``): its change
+and its audit entry commit together, or neither does.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from ..extensions import db
 from ..models import ConsoleSetting, Role, StaffUser, utcnow
 from ..service_messages import in_page_language
 from ..service_messages import page_gettext as _
+from ..transaction import transactional
 from ..validation import InvalidInput, clean_name, normalise_email
 from . import audit, totp
 from .passwords import (
@@ -63,6 +65,7 @@ def load_session_user(user_id: str) -> StaffUser | None:
     return user
 
 
+@transactional
 def create_staff(
     email: str,
     role: Role,
@@ -89,7 +92,6 @@ def create_staff(
     audit.record(
         actor, "staff.create", "staff", user.id, details={"email": address, "role": role}, ip=ip
     )
-    db.session.commit()
     return user
 
 
@@ -115,6 +117,7 @@ def find_by_address(typed: str) -> StaffUser | None:
     return db.session.scalar(select(StaffUser).where(StaffUser.email == address))
 
 
+@transactional
 def authenticate(email: str, password: str) -> StaffUser | None:
     """The active account with this address and password, or None.
 
@@ -128,30 +131,30 @@ def authenticate(email: str, password: str) -> StaffUser | None:
         return None
     if needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
-        db.session.commit()
     return user
 
 
+@transactional
 def record_login(user: StaffUser, ip: str | None) -> None:
     """Stamp the login time and audit it."""
     user.last_login_at = utcnow()
     audit.record(user, "staff.login", "staff", user.id, ip=ip)
-    db.session.commit()
 
 
+@transactional
 def record_failed_login(email: str, ip: str | None) -> None:
     """Audit a failed login (the address as typed, cut to the column size)."""
     audit.record(None, "staff.login_failed", "staff", "", details={"email": email[:320]}, ip=ip)
-    db.session.commit()
 
 
+@transactional
 def end_sessions(user: StaffUser) -> None:
     """End every session of the account on the server (logout): the session
     version moves on, so no copy of an old session cookie works any more."""
     user.session_version += 1
-    db.session.commit()
 
 
+@transactional
 def disable_own_two_factor(user: StaffUser, password: str, *, ip: str | None = None) -> None:
     """Turn one's own two-factor login off, only with the password again: a
     session left open must not be enough to weaken the account."""
@@ -162,6 +165,7 @@ def disable_own_two_factor(user: StaffUser, password: str, *, ip: str | None = N
     totp.disable(user, actor=user, ip=ip)
 
 
+@transactional
 def change_password(user: StaffUser, current: str, new: str, *, ip: str | None = None) -> None:
     """Change a password; every other session of this account ends."""
     if not verify_password(user.password_hash, current):
@@ -174,9 +178,9 @@ def change_password(user: StaffUser, current: str, new: str, *, ip: str | None =
     user.password_changed_at = utcnow()
     user.session_version += 1
     audit.record(user, "staff.password_change", "staff", user.id, ip=ip)
-    db.session.commit()
 
 
+@transactional
 def update_staff(
     user: StaffUser,
     *,
@@ -199,7 +203,6 @@ def update_staff(
     delta = audit.changes(before, after)
     if delta:
         audit.record(actor, "staff.update", "staff", user.id, details=delta, ip=ip)
-    db.session.commit()
 
 
 def _active_owner_count() -> int:
@@ -220,6 +223,7 @@ def two_factor_required() -> bool:
     return bool(setting and setting.value)
 
 
+@transactional
 def set_two_factor_required(required: bool, *, actor: StaffUser, ip: str | None = None) -> None:
     """Require (or stop requiring) two-factor login for every account."""
     before = two_factor_required()
@@ -237,4 +241,3 @@ def set_two_factor_required(required: bool, *, actor: StaffUser, ip: str | None 
             details={REQUIRE_TWO_FACTOR: {"before": before, "after": required}},
             ip=ip,
         )
-    db.session.commit()

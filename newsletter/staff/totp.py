@@ -9,8 +9,8 @@ import unicodedata
 import pyotp
 import segno
 
-from ..extensions import db
 from ..models import StaffUser
+from ..transaction import transactional
 from . import audit
 
 ISSUER = "newsletter"
@@ -58,6 +58,7 @@ def matching_step(secret: str, code: str, now: float | None = None) -> int | Non
     return None
 
 
+@transactional
 def verify_login_code(user: StaffUser, code: str, now: float | None = None) -> bool:
     """Check a login code; a code (or an older one) is never accepted twice."""
     if not user.totp_secret:
@@ -66,10 +67,10 @@ def verify_login_code(user: StaffUser, code: str, now: float | None = None) -> b
     if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
         return False
     user.totp_last_step = step
-    db.session.commit()
     return True
 
 
+@transactional
 def enable(user: StaffUser, secret: str, code: str, *, ip: str | None = None) -> bool:
     """Turn two-factor on once the person proves their app has the secret."""
     step = matching_step(secret, code)
@@ -77,14 +78,13 @@ def enable(user: StaffUser, secret: str, code: str, *, ip: str | None = None) ->
         return False
     user.totp_secret, user.totp_last_step = secret, step
     audit.record(user, "staff.2fa_enable", "staff", user.id, ip=ip)
-    db.session.commit()
     return True
 
 
+@transactional
 def disable(user: StaffUser, *, actor: StaffUser | None, ip: str | None = None) -> None:
     """Turn two-factor off (the person, or an owner when a phone is lost); every
     session of the account ends with it (a lost phone may be a stolen one)."""
     user.totp_secret, user.totp_last_step = None, None
     user.session_version += 1
     audit.record(actor, "staff.2fa_disable", "staff", user.id, ip=ip)
-    db.session.commit()
