@@ -53,7 +53,7 @@ PROPERTY = settings(
     deadline=None,
     database=None,
     derandomize=IN_CI,
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 # Every public route with a token, as (route, what may follow the token).

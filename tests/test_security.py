@@ -357,7 +357,7 @@ def spelled_token_paths(draw: st.DrawFn) -> tuple[str, str]:
     deadline=None,
     database=None,
     derandomize=os.environ.get("CI") == "true",
-    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(spelled_token_paths())
 def test_any_spelling_of_a_token_path_is_logged_with_a_short_prefix(
