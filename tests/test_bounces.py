@@ -25,7 +25,6 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import false, func, select, update
 
-from newsletter.campaigns import bounces
 from newsletter.campaigns.service import campaign_progress, create_campaign, start_campaign
 from newsletter.extensions import db
 from newsletter.ledger import verify_chain
@@ -52,6 +51,7 @@ from newsletter.models import (
     Suppression,
     utcnow,
 )
+from newsletter.subscriptions import suppression
 
 from .fixtures.mailflow import link_path
 from .fixtures.smtp import SMTPServer
@@ -574,9 +574,9 @@ def test_suppressing_an_address_another_worker_just_suppressed_is_no_error(
     db.session.add(Suppression(email_digest=email_digest("gone@example.org"), reason="bounce"))
     db.session.commit()
     # This worker's look-up ran before the other worker committed: it saw nothing.
-    monkeypatch.setattr(bounces, "select", lambda *columns: select(*columns).where(false()))
+    monkeypatch.setattr(suppression, "select", lambda *columns: select(*columns).where(false()))
 
-    assert bounces.suppress("gone@example.org", "bounce") is False
+    assert suppression.add("gone@example.org", "bounce") is False
 
     assert db.session.scalar(select(func.count()).select_from(Suppression)) == 1
     db.session.commit()

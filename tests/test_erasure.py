@@ -11,7 +11,6 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import select
 
-from newsletter.campaigns.bounces import suppress
 from newsletter.campaigns.service import campaign_progress, create_campaign, start_campaign
 from newsletter.extensions import db
 from newsletter.ledger import Evidence, verify_chain
@@ -28,6 +27,7 @@ from newsletter.models import (
     Suppression,
 )
 from newsletter.privacy.erasure import UnknownSubscriber, erase_subscriber
+from newsletter.subscriptions.suppression import add as suppress
 
 from .fixtures.mailflow import link_path
 

@@ -16,7 +16,6 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import func, select, update
 
-from newsletter.campaigns.bounces import suppress
 from newsletter.extensions import db
 from newsletter.imports import jobs
 from newsletter.imports.jobs import not_reactivated
@@ -35,6 +34,7 @@ from newsletter.models import (
     Subscription,
     SubscriptionStatus,
 )
+from newsletter.subscriptions.suppression import add as suppress
 from newsletter.validation import InvalidInput
 
 from .fixtures.mailflow import link_path

@@ -14,12 +14,12 @@ import logging
 import re
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..ledger import Evidence, append_event
-from ..ledger.keys import email_digest
-from ..models import Channel, ConsentEventType, Subscriber, SubscriptionStatus, Suppression
+from ..models import Channel, ConsentEventType, Subscriber, SubscriptionStatus
+from ..subscriptions import suppression
+from ..transaction import transactional
 
 log = logging.getLogger(__name__)
 # Anything shaped like an address in an SMTP reply ("550 5.1.1 <jane@example.org>:
@@ -37,31 +37,14 @@ def redacted_reply(reply: str) -> str:
     return ADDRESS_IN_REPLY.sub("<address>", reply)[:200]
 
 
-def suppress(email_key: str, reason: str) -> bool:
-    """Add an address (as its keyed digest) to the suppression list; False if already there.
-
-    Two workers may suppress one address at the same moment: the second one's
-    insert hits the unique digest and is rolled back to a savepoint.
-    """
-    digest = email_digest(email_key)
-    if db.session.scalar(select(Suppression.id).where(Suppression.email_digest == digest)):
-        return False
-    try:
-        with db.session.begin_nested():
-            db.session.add(Suppression(email_digest=digest, reason=reason))
-    except IntegrityError:
-        return False
-    return True
-
-
+@transactional
 def suppress_after_bounce(email: str, error: str) -> None:
     """A hard bounce (see mail.transport.is_hard_bounce): suppress the address,
-    mark its subscriptions bounced and log the event, in the caller's
-    transaction, which this commits."""
+    mark its subscriptions bounced and log the event, once per address; the
+    caller's pending writes are committed with it."""
     email_key = email.casefold()
     subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email_key == email_key))
-    if not suppress(email_key, "bounce"):
-        db.session.commit()
+    if not suppression.add(email_key, suppression.BOUNCE):
         return
     if subscriber is not None:
         for subscription in subscriber.subscriptions:
@@ -72,7 +55,6 @@ def suppress_after_bounce(email: str, error: str) -> None:
             channel=Channel.SYSTEM,
             subscriber=subscriber,
             evidence=Evidence(),
-            details={"reason": "bounce", "reply": redacted_reply(error)},
+            details={"reason": suppression.BOUNCE, "reply": redacted_reply(error)},
         )
-    db.session.commit()
     log.info("suppressed an address after a hard bounce")

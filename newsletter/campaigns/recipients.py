@@ -14,8 +14,9 @@ from sqlalchemy import Row, select
 
 from ..extensions import db
 from ..ledger.keys import email_digest
-from ..models import Subscriber, Subscription, SubscriptionStatus, Suppression
+from ..models import Subscriber, Subscription, SubscriptionStatus
 from ..models.campaigns import DeliveryStatus
+from ..subscriptions.suppression import suppressed_among
 from .claim import Claimed, among
 from .compose import default_locale, layout_locale
 from .outcomes import DeliveryBatch, Recipient, mark
@@ -61,17 +62,7 @@ def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Recipi
         }
         people.update(((list_id, row.id), row) for row in _subscribers(list_id, ids))
     digests = {row.email_key: email_digest(row.email_key) for row in people.values()}
-    suppressed = (
-        set(
-            db.session.scalars(
-                select(Suppression.email_digest).where(
-                    among(Suppression.email_digest, list(digests.values()))
-                )
-            )
-        )
-        if digests
-        else set()
-    )
+    suppressed = suppressed_among(list(digests.values()))
     recipients: list[Recipient] = []
     skip: list[int] = []
     for claim in claimed:

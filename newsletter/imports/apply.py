@@ -34,11 +34,11 @@ from ..models import (
     Subscriber,
     Subscription,
     SubscriptionStatus,
-    Suppression,
 )
 from ..models.subscribers import new_token_key
 from ..service_messages import N_
 from ..subscriptions.lists import current_consent_text
+from ..subscriptions.suppression import suppressed_among
 from .confirmations import chunks, covered_before_import, queue_confirmations
 from .validate import ImportRow, RowError
 
@@ -173,13 +173,7 @@ def _suppressed(rows: list[ImportRow]) -> set[str]:
     """Address keys on the suppression list (matched under every ledger key)."""
     keys = ledger_keys()
     by_digest = {email_digest(r.email_key, k): r.email_key for r in rows for k in keys}
-    found: set[str] = set()
-    for chunk in chunks(list(by_digest)):
-        for digest in db.session.scalars(
-            select(Suppression.email_digest).where(Suppression.email_digest.in_(chunk))
-        ):
-            found.add(by_digest[digest])
-    return found
+    return {by_digest[digest] for digest in suppressed_among(list(by_digest))}
 
 
 def _insert_subscribers(rows: list[tuple[ImportRow, bool]], now: datetime) -> dict[str, int]:

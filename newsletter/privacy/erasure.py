@@ -27,7 +27,6 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, or_, select, update
 
-from ..campaigns.bounces import suppress
 from ..extensions import db
 from ..ledger import Evidence, append_event, email_digests
 from ..ledger.chain import PERSONAL_FIELDS
@@ -41,8 +40,7 @@ from ..models import (
     Subscriber,
 )
 from ..staff import audit
-
-SUPPRESSION_REASON = "erased"
+from ..subscriptions import suppression
 
 
 class UnknownSubscriber(LookupError):
@@ -80,7 +78,7 @@ def erase_subscriber(
     before = {s.mailing_list.slug: str(s.status) for s in subscriber.subscriptions}
     digests = email_digests(subscriber.email_key)
 
-    suppress(subscriber.email_key, SUPPRESSION_REASON)
+    suppression.add(subscriber.email_key, suppression.ERASED)
     details = {"staff_id": actor.id} if actor else {}
     append_event(
         event=ConsentEventType.ERASED,

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
@@ -24,6 +24,7 @@ from ..models import (
 )
 from ..tokens import TokenPayload
 from ..validation import clean_locale, clean_name, clean_slugs, normalise_email
+from . import suppression
 from .lifecycle import (
     ACTIVE_OR_PENDING,
     NewAddress,
@@ -161,7 +162,7 @@ def confirm(payload: TokenPayload, evidence: Evidence) -> ConfirmOutcome:
         if subscription.status == SubscriptionStatus.PENDING:
             # Confirming proves the mailbox receives mail again: an earlier hard
             # bounce no longer stands (the person signed up anew and confirmed).
-            _lift_suppression(subscriber)
+            suppression.lift(subscriber.email_key)
             subscription.status = SubscriptionStatus.ACTIVE
             subscription.confirmed_at = utcnow()
             append_event(
@@ -179,15 +180,6 @@ def confirm(payload: TokenPayload, evidence: Evidence) -> ConfirmOutcome:
             not_pending.append(subscription.mailing_list)
     db.session.commit()
     return ConfirmOutcome(active=active, not_pending=not_pending)
-
-
-def _lift_suppression(subscriber: Subscriber) -> None:
-    from ..ledger import email_digests
-    from ..models import Suppression
-
-    db.session.execute(
-        delete(Suppression).where(Suppression.email_digest.in_(email_digests(subscriber.email_key)))
-    )
 
 
 def resend_confirmation(payload: TokenPayload) -> None:
