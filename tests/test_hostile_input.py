@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from newsletter.extensions import db
-from newsletter.mail.render import render_outbox_message
 from newsletter.models import OutboxMessage, Role, Subscriber
+from newsletter.worker.dispatch import render_outbox_message
 
 from .conftest import ORIGIN
 

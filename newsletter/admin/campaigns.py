@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload
 
 from ..campaigns import service
+from ..campaigns.sample import campaign_sample, neutral_link
 from ..extensions import db
-from ..mail.render import campaign_sample, neutral_link
 from ..models import Campaign, CampaignStatus, Role, Subscription, SubscriptionStatus, utcnow
 from ..subscriptions.lists import open_lists
 from ..validation import InvalidInput
@@ -55,7 +55,7 @@ def loaded(campaign_id: int) -> Campaign:
 
 def staff_sample(campaign: Campaign) -> tuple[str, str]:
     """HTML and text as a recipient sees them, with the logged-in staff member's
-    name as theirs and neutral links (see mail.render.neutral_link)."""
+    name as theirs and neutral links (see campaigns.sample.neutral_link)."""
     return campaign_sample(campaign, name=staff().name, link=neutral_link(campaign.mailing_list))
 
 

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, render_template
 from flask_babel import gettext
 
-from ..mail.message import OutgoingMail, compose_mail
+from ..mail.message import OutgoingMail
+from ..mail.render import to_subscriber
 from ..models import Subscriber
 from ..tokens import Purpose, make_token
-from ..urls import external_url, mail_domain
+from ..urls import external_url
 
 
-def data_export_mail(subscriber: Subscriber) -> OutgoingMail:
-    """Render the link mail. Transactional (asked for by the person): no List-Unsubscribe.
+def data_export_mail(subscriber: Subscriber, payload: dict[str, Any]) -> OutgoingMail:
+    """Render the link mail (the payload carries nothing it needs). Transactional
+    (asked for by the person): no List-Unsubscribe.
 
     The token is minted here, when the mail is sent, so the link's lifetime
     (DATA_EXPORT_MAX_AGE) counts from the moment it leaves, not from the click.
@@ -26,12 +30,9 @@ def data_export_mail(subscriber: Subscriber) -> OutgoingMail:
         "organization": config["ORGANIZATION_NAME"],
         "postal_address": config["POSTAL_ADDRESS"],
     }
-    return compose_mail(
-        sender=config["MAIL_DEFAULT_SENDER"],
-        to_address=subscriber.email,
-        to_name=subscriber.name,
+    return to_subscriber(
+        subscriber,
         subject=gettext("A copy of your data"),
         text=render_template("mail/data_export.txt", **context),
         html=render_template("mail/data_export.html", **context),
-        domain=mail_domain(),
     )

@@ -23,10 +23,11 @@ from ..database import is_postgresql
 from ..extensions import db
 from ..mail.headers import UnsafeHeader
 from ..mail.message import OutgoingMail
-from ..mail.render import NothingToSend, render_outbox_message
+from ..mail.render import NothingToSend
 from ..mail.retry import next_attempt
 from ..mail.transport import PermanentFailure, ServerUnavailable, TemporaryFailure, open_transport
 from ..models import OutboxMessage, OutboxStatus, utcnow
+from .dispatch import render_outbox_message
 
 log = logging.getLogger(__name__)
 
