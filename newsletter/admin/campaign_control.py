@@ -15,7 +15,6 @@ from flask_babel import get_locale, pgettext
 from flask_babel import gettext as _
 
 from ..campaigns import service
-from ..extensions import db
 from ..models import Role
 from . import bp
 from .access import client_ip, requires, staff
@@ -52,19 +51,18 @@ def campaign_start(campaign_id: int) -> ResponseReturnValue:
         return detail_page(campaign, schedule=form), 400
     when = form.when()
     try:
-        queued = service.start_campaign(campaign_id, when, actor=staff(), ip=client_ip())
+        result = service.start_campaign(campaign_id, when, actor=staff(), ip=client_ip())
     except service.CampaignStateError:
-        db.session.rollback()
         flash(
             _("This campaign cannot be started: it is %(s)s.", s=state_label(campaign.status)),
             "error",
         )
     else:
-        if when is not None:
-            at = when.strftime("%Y-%m-%d %H:%M")
+        if result.scheduled and result.scheduled_at is not None:
+            at = result.scheduled_at.strftime("%Y-%m-%d %H:%M")
             flash(_("The campaign is scheduled for %(at)s UTC.", at=at), "success")
         else:
-            flash(_("Sending has started: %(n)s recipients queued.", n=queued), "success")
+            flash(_("Sending has started: %(n)s recipients queued.", n=result.queued), "success")
     return _back(campaign_id)
 
 
@@ -82,7 +80,6 @@ def _control(
     try:
         action(campaign_id, actor=staff(), ip=client_ip())
     except service.CampaignStateError:
-        db.session.rollback()
         flash(refused % {"s": state_label(campaign.status)}, "error")
     else:
         flash(done, "success")

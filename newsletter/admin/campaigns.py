@@ -105,7 +105,6 @@ def campaign_new() -> ResponseReturnValue:
         try:
             campaign = service.create_campaign(**_fields(form), actor=staff(), ip=client_ip())
         except InvalidInput as exc:
-            db.session.rollback()
             _field_error(form, exc)
         else:
             flash(_("The draft is saved."), "success")
@@ -125,10 +124,8 @@ def campaign_edit(campaign_id: int) -> ResponseReturnValue:
         try:
             service.update_campaign(campaign_id, **_fields(form), actor=staff(), ip=client_ip())
         except InvalidInput as exc:
-            db.session.rollback()
             _field_error(form, exc)
         except service.CampaignStateError:
-            db.session.rollback()
             return _locked_page(loaded(campaign_id)), 409
         else:
             flash(_("The draft is saved."), "success")

@@ -9,8 +9,6 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
-from ..extensions import db
-from ..models.campaigns import Campaign, CampaignStatus
 from ..validation import InvalidInput
 from .service import (
     CampaignStateError,
@@ -79,16 +77,15 @@ def start_command(campaign_id: int, at: str | None) -> None:
             ) from exc
         when = when if when.tzinfo else when.replace(tzinfo=UTC)
     try:
-        queued = start_campaign(campaign_id, when)
+        result = start_campaign(campaign_id, when)
     except LookupError as exc:
         raise click.ClickException(str(exc)) from exc
     except CampaignStateError as exc:
         raise click.ClickException(f"cannot start: {exc}") from exc
-    campaign = db.session.get(Campaign, campaign_id)
-    if when is not None and campaign is not None and campaign.status == CampaignStatus.SCHEDULED:
-        click.echo(f"campaign {campaign_id}: scheduled for {when.isoformat()}")
+    if result.scheduled and result.scheduled_at is not None:
+        click.echo(f"campaign {campaign_id}: scheduled for {result.scheduled_at.isoformat()}")
     else:
-        click.echo(f"campaign {campaign_id}: {queued} recipients queued")
+        click.echo(f"campaign {campaign_id}: {result.queued} recipients queued")
 
 
 @campaign_cli.command("pause")

@@ -1,4 +1,8 @@
-"""Campaign drafts: validate, create and edit (audited), and the campaign row lock."""
+"""Campaign drafts: validate, create and edit (audited), and the campaign row lock.
+
+Creating and editing are each one transaction (``@transactional``): the draft
+and its audit entry commit together, and a refusal leaves nothing behind.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from ..models import MailingList, StaffUser
 from ..models.campaigns import Campaign, CampaignStatus
 from ..service_messages import page_gettext as _
 from ..staff import audit
+from ..transaction import transactional
 from ..validation import CONTROL_CHARACTERS, ENCODED_WORD, InvalidInput
 
 MAX_SUBJECT = 200
@@ -26,6 +31,7 @@ class CampaignStateError(Exception):
     """The requested change does not apply to the campaign's current state."""
 
 
+@transactional
 def create_campaign(
     list_slug: str,
     subject: str,
@@ -35,7 +41,7 @@ def create_campaign(
     actor: StaffUser | None = None,
     ip: str | None = None,
 ) -> Campaign:
-    """Create a draft campaign and commit."""
+    """Create a draft campaign; audited when ``actor`` is given (the console)."""
     mailing_list, subject, sender = _checked(list_slug, subject, body_markdown, sender)
     campaign = Campaign(
         list_id=mailing_list.id, subject=subject, body_markdown=body_markdown, sender=sender
@@ -45,13 +51,13 @@ def create_campaign(
     if actor is not None:
         details = _snapshot(campaign, mailing_list.slug)
         audit.record(actor, "campaign.create", "campaign", campaign.id, details=details, ip=ip)
-    db.session.commit()
     return campaign
 
 
 EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
 
 
+@transactional
 def update_campaign(
     campaign_id: int,
     *,
@@ -62,7 +68,7 @@ def update_campaign(
     actor: StaffUser,
     ip: str | None = None,
 ) -> Campaign:
-    """Change a draft or scheduled campaign and commit; audited with before/after.
+    """Change a draft or scheduled campaign; audited with before/after.
 
     Refused once sending has started: the worker reads subject and sender for
     every batch, so an edit then would change mails half-way through a send.
@@ -77,7 +83,6 @@ def update_campaign(
     changed = audit.changes(before, _snapshot(campaign, mailing_list.slug))
     if changed:
         audit.record(actor, "campaign.update", "campaign", campaign_id, details=changed, ip=ip)
-    db.session.commit()
     return campaign
 
 

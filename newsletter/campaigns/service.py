@@ -2,6 +2,7 @@
 
 Drafts are made and edited in ``editing.py`` and progress is counted in
 ``progress.py``; both are re-exported here, so callers have one service.
+Each public function that writes is one transaction (``@transactional``).
 Changes made in the console pass ``actor``: their audit entry is written in
 the same transaction as the change. The command line passes none (not audited).
 """
@@ -27,6 +28,7 @@ from ..models import (
 )
 from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatus
 from ..staff import audit
+from ..transaction import transactional
 from .compose import RenderedCampaign, render_campaign, store_renderings
 from .editing import (
     EDITABLE,
@@ -48,6 +50,7 @@ __all__ = [
     "MAX_SUBJECT",
     "CampaignProgress",
     "CampaignStateError",
+    "StartResult",
     "campaign_progress",
     "cancel_campaign",
     "create_campaign",
@@ -63,16 +66,47 @@ __all__ = [
 ]
 
 
+class StartResult(int):
+    """What a start did: the deliveries it queued (the int itself, 0 when
+    scheduled), the campaign's new status, and when it is scheduled for.
+
+    An int, so a caller that only counts recipients compares it as one.
+    """
+
+    status: CampaignStatus
+    scheduled_at: datetime | None
+
+    def __new__(
+        cls, queued: int, status: CampaignStatus, scheduled_at: datetime | None = None
+    ) -> StartResult:
+        """The result of queuing ``queued`` deliveries, ending in ``status``."""
+        result = super().__new__(cls, queued)
+        result.status, result.scheduled_at = status, scheduled_at
+        return result
+
+    @property
+    def queued(self) -> int:
+        """Deliveries queued (0 when scheduled or when nobody is subscribed)."""
+        return int(self)
+
+    @property
+    def scheduled(self) -> bool:
+        """True when the campaign now waits for ``scheduled_at``."""
+        return self.status == CampaignStatus.SCHEDULED
+
+
+@transactional
 def start_campaign(
     campaign_id: int,
     at: datetime | None = None,
     *,
     actor: StaffUser | None = None,
     ip: str | None = None,
-) -> int:
+) -> StartResult:
     """Start now (enqueue every active subscriber) or schedule for ``at``.
 
-    Returns the number of deliveries queued (0 when scheduled).
+    The result says which happened: how many deliveries were queued (0 when
+    scheduled) and the campaign's new status.
     """
     campaign = locked_campaign(campaign_id)
     if campaign.status not in EDITABLE:
@@ -82,14 +116,13 @@ def start_campaign(
         campaign.status = CampaignStatus.SCHEDULED
         campaign.scheduled_at = at
         _audit_status(actor, "campaign.schedule", campaign, before, ip, at=at.isoformat())
-        db.session.commit()
-        return 0
+        return StartResult(0, CampaignStatus.SCHEDULED, at)
     queued = _begin_sending(campaign)
     _audit_status(actor, "campaign.start", campaign, before, ip, queued=queued)
-    db.session.commit()
-    return queued
+    return StartResult(queued, campaign.status)
 
 
+@transactional
 def start_due_campaigns() -> int:
     """Start scheduled campaigns whose time has come (any worker may call this)."""
     query = (
@@ -101,7 +134,6 @@ def start_due_campaigns() -> int:
     for campaign in db.session.scalars(query).all():
         _begin_sending(campaign)
         started += 1
-    db.session.commit()
     return started
 
 
@@ -153,6 +185,7 @@ def render_in_mail_language(campaign: Campaign, locale: str | None = None) -> Re
         return render_campaign(campaign.subject, campaign.body_markdown, campaign.mailing_list.name)
 
 
+@transactional
 def pause_campaign(
     campaign_id: int, *, actor: StaffUser | None = None, ip: str | None = None
 ) -> None:
@@ -161,6 +194,7 @@ def pause_campaign(
     _change_status(campaign, {CampaignStatus.SENDING, CampaignStatus.SCHEDULED}, actor, ip)
 
 
+@transactional
 def resume_campaign(
     campaign_id: int, *, actor: StaffUser | None = None, ip: str | None = None
 ) -> None:
@@ -169,6 +203,7 @@ def resume_campaign(
     _change_status(campaign, {CampaignStatus.PAUSED}, actor, ip)
 
 
+@transactional
 def cancel_campaign(
     campaign_id: int, *, actor: StaffUser | None = None, ip: str | None = None
 ) -> None:
@@ -186,7 +221,7 @@ def _change_status(
     *,
     cancel: bool = False,
 ) -> None:
-    """Pause (from sending or scheduled), resume (to where it was) or cancel; commit."""
+    """Pause (from sending or scheduled), resume (to where it was) or cancel."""
     if campaign.status not in allowed:
         raise CampaignStateError(f"campaign {campaign.id} is {campaign.status}")
     before = str(campaign.status)
@@ -206,7 +241,6 @@ def _change_status(
     else:
         campaign.status, action = CampaignStatus.PAUSED, "campaign.pause"
     _audit_status(actor, action, campaign, before, ip)
-    db.session.commit()
 
 
 def _audit_status(
@@ -223,20 +257,21 @@ def _audit_status(
         audit.record(actor, action, "campaign", campaign.id, details=details, ip=ip)
 
 
+@transactional
 def set_public(campaign_id: int, public: bool, *, actor: StaffUser, ip: str | None = None) -> None:
-    """Show the campaign in the public archive (once sent), or hide it; commit."""
+    """Show the campaign in the public archive (once sent), or hide it."""
     campaign = locked_campaign(campaign_id)
     if campaign.is_public != public:
         campaign.is_public = public
         details = {"public": {"before": not public, "after": public}}
         audit.record(actor, "campaign.public", "campaign", campaign_id, details=details, ip=ip)
-    db.session.commit()
 
 
+@transactional
 def queue_test_mail(
     campaign_id: int, recipient: StaffUser, *, locale: str | None = None, ip: str | None = None
 ) -> bool:
-    """Put a test of the campaign for ``recipient`` in the outbox; commit.
+    """Put a test of the campaign for ``recipient`` in the outbox.
 
     The worker sends it like every mail, with its layout in ``locale`` (the
     console's language; default: the app's). False when one is still queued
@@ -251,7 +286,6 @@ def queue_test_mail(
         )
     ).all()
     if any(payload.get("campaign") == campaign.id for payload in waiting):
-        db.session.commit()
         return False
     db.session.add(
         OutboxMessage(
@@ -262,5 +296,4 @@ def queue_test_mail(
         )
     )
     audit.record(recipient, "campaign.test_mail", "campaign", campaign.id, ip=ip)
-    db.session.commit()
     return True
