@@ -1,11 +1,13 @@
-"""Database engine set-up: SQLite pragmas and write locking."""
+"""Database engine set-up (SQLite pragmas and write locking) and dialect-aware SQL."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import event
+from sqlalchemy import BigInteger, ColumnElement, String, any_, bindparam, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from .extensions import db
@@ -66,3 +68,19 @@ def _configure_sqlite(engine: Engine) -> None:
 def is_postgresql() -> bool:
     """Whether the bound database is PostgreSQL (row locks, SKIP LOCKED)."""
     return bool(db.engine.dialect.name == "postgresql")
+
+
+def among(column: Any, values: Collection[Any]) -> ColumnElement[bool]:
+    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``.
+
+    One array parameter instead of one per value: the statement text is the
+    same for every batch (psycopg prepares it after a few runs, and the server
+    parses it once), the client does not expand 500 parameters, and the
+    planner estimates the array's length instead of picking a parallel seq
+    scan of deliveries for a 500-element IN list (13 ms against 1.7 ms).
+    """
+    if not is_postgresql():
+        return column.in_(values)
+    element = String() if isinstance(column.type, String) else BigInteger()
+    array = bindparam(None, list(values), type_=ARRAY(element))
+    return column == any_(array)

@@ -8,25 +8,18 @@ lease has run out another worker claims them again. Nothing is ever lost.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import (
-    BigInteger,
-    ColumnElement,
-    String,
-    any_,
-    bindparam,
     exists,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 
-from ..database import is_postgresql
+from ..database import among, is_postgresql
 from ..extensions import db
 from ..models import utcnow
 from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatus
@@ -36,22 +29,6 @@ from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatu
 # still locks its rows in the database, and a short claim starts over from the
 # lowest id, so retries and released rows behind the cursor are found again.
 _claim_cursor: dict[tuple[str, int], int] = {}
-
-
-def among(column: Any, values: Collection[Any]) -> ColumnElement[bool]:
-    """``column IN (values)``; on PostgreSQL ``column = ANY(:array)``.
-
-    One array parameter instead of one per value: the statement text is the
-    same for every batch (psycopg prepares it after a few runs, and the server
-    parses it once), the client does not expand 500 parameters, and the
-    planner estimates the array's length instead of picking a parallel seq
-    scan of deliveries for a 500-element IN list (13 ms against 1.7 ms).
-    """
-    if not is_postgresql():
-        return column.in_(values)
-    element = String() if isinstance(column.type, String) else BigInteger()
-    array = bindparam(None, list(values), type_=ARRAY(element))
-    return column == any_(array)
 
 
 class Claimed(NamedTuple):

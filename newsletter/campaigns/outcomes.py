@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from flask import current_app
 from sqlalchemy import update
 
+from ..database import among
 from ..extensions import db
 from ..mail.retry import next_attempt
 from ..mail.transport import PermanentFailure, ServerUnavailable
 from ..models import utcnow
 from ..models.campaigns import Delivery, DeliveryStatus
 from .bounces import suppress_after_bounce
-from .claim import among
 
 
 @dataclass

@@ -12,12 +12,13 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import Row, select
 
+from ..database import among
 from ..extensions import db
 from ..ledger.keys import email_digest
 from ..models import Subscriber, Subscription, SubscriptionStatus
 from ..models.campaigns import DeliveryStatus
 from ..subscriptions.suppression import suppressed_among
-from .claim import Claimed, among
+from .claim import Claimed
 from .compose import default_locale, layout_locale
 from .outcomes import DeliveryBatch, Recipient, mark
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from ..campaigns.claim import among
+from ..database import among
 from ..extensions import db
 from ..ledger.keys import email_digest, email_digests
 from ..models import Suppression
