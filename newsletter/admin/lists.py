@@ -70,7 +70,6 @@ def list_new() -> ResponseReturnValue:
                 ip=client_ip(),
             )
         except InvalidInput as exc:
-            db.session.rollback()
             _field_error(form, exc)
         else:
             flash(_("The list %(name)s is created.", name=created.name), "success")
@@ -116,7 +115,6 @@ def list_edit(list_id: int) -> ResponseReturnValue:
                 ip=client_ip(),
             )
         except InvalidInput as exc:
-            db.session.rollback()
             _field_error(form, exc)
         else:
             flash(_("The list is saved."), "success")
@@ -148,7 +146,6 @@ def _set_archived(list_id: int, archived: bool) -> ResponseReturnValue:
     try:
         service.set_archived(list_id, archived, actor=staff(), ip=client_ip())
     except InvalidInput as exc:
-        db.session.rollback()
         flash(exc.message, "error")
     else:
         flash(_("The list is archived.") if archived else _("The list is open again."), "success")

@@ -1,7 +1,7 @@
 """CSV export of subscribers (a filtered console view, or `newsletter export`).
 
 One row per subscription: who, which list, its status and the consent times.
-Rows are produced in keyset batches, each read in its own short transaction,
+Rows are produced in keyset batches, each read in its own short unit of work,
 so a million rows never sit in memory and SQLite's write lock (every
 transaction there is BEGIN IMMEDIATE) is released between batches.
 """
@@ -18,6 +18,7 @@ from sqlalchemy import select
 from ..extensions import db
 from ..models import ConsentText, MailingList, StaffUser, Subscriber, Subscription
 from ..staff import audit
+from ..transaction import transactional, unit_of_work
 from .search import SubscriberFilter, subscriber_ids
 
 COLUMNS = (
@@ -43,10 +44,11 @@ def neutralise(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
+@transactional
 def record_export(
     flt: SubscriberFilter, *, actor: StaffUser | None, ip: str | None, target: str
 ) -> None:
-    """Write the audit entry for an export (who, which filter, where to) and commit.
+    """Write the audit entry for an export (who, which filter, where to), committed.
 
     Written before the first row goes out: an export that is cut off half way
     has still happened.
@@ -59,7 +61,6 @@ def record_export(
         details={"filter": flt.as_args(), "target": target},
         ip=ip,
     )
-    db.session.commit()
 
 
 def export_rows(flt: SubscriberFilter, batch_size: int = BATCH_SIZE) -> Iterator[list[str]]:
@@ -67,20 +68,18 @@ def export_rows(flt: SubscriberFilter, batch_size: int = BATCH_SIZE) -> Iterator
     yield list(COLUMNS)
     before: int | None = None
     while True:
-        ids_query, key = subscriber_ids(flt)
-        if before is not None:
-            ids_query = ids_query.where(key < before)
-        ids = list(db.session.scalars(ids_query.order_by(key.desc()).limit(batch_size)))
-        if not ids:
-            break
-        rows = _subscription_rows(flt, ids)
-        # End the read transaction before the caller sends the rows on.
-        db.session.commit()
+        # Each batch is read in its own unit of work, ended before the caller
+        # sends the rows on.
+        with unit_of_work():
+            ids_query, key = subscriber_ids(flt)
+            if before is not None:
+                ids_query = ids_query.where(key < before)
+            ids = list(db.session.scalars(ids_query.order_by(key.desc()).limit(batch_size)))
+            rows = _subscription_rows(flt, ids) if ids else []
         yield from rows
-        before = ids[-1]
         if len(ids) < batch_size:
             break
-    db.session.commit()
+        before = ids[-1]
 
 
 def _subscription_rows(flt: SubscriberFilter, ids: list[int]) -> list[list[str]]:

@@ -1,6 +1,8 @@
 """Lists and their consent texts.
 
-Staff changes (``actor`` given) write their audit entry in the same transaction.
+Each function that writes is one transaction (``@transactional``): staff
+changes (``actor`` given) write their audit entry in it, and a refusal
+(``InvalidInput``) leaves nothing behind.
 Consent texts are immutable versions: a change of wording adds a row, so the
 ledger and every subscription keep pointing at the exact text that was shown.
 """
@@ -17,6 +19,7 @@ from ..extensions import db
 from ..models import ConsentText, MailingList, StaffUser, Subscription, utcnow
 from ..service_messages import page_gettext as _
 from ..staff import audit
+from ..transaction import transactional
 from ..validation import CONTROL_CHARACTERS, ENCODED_WORD, SLUG_PATTERN, InvalidInput
 
 MAX_NAME = 200
@@ -33,6 +36,7 @@ DEFAULT_CONSENT_TEXT = (
 )
 
 
+@transactional
 def create_list(
     slug: str,
     name: str,
@@ -43,7 +47,7 @@ def create_list(
     actor: StaffUser | None = None,
     ip: str | None = None,
 ) -> MailingList:
-    """Create a list with version 1 of its consent text, and commit.
+    """Create a list with version 1 of its consent text.
 
     With ``actor`` (a change made in the console) the creation is audited.
     """
@@ -66,10 +70,10 @@ def create_list(
     if actor is not None:
         details = {**_snapshot(mailing_list), "consent_text_id": text.id, "consent_version": 1}
         audit.record(actor, "list.create", "list", mailing_list.id, details=details, ip=ip)
-    db.session.commit()
     return mailing_list
 
 
+@transactional
 def ensure_default_list() -> MailingList | None:
     """Create the default list when there is no list at all; return it if created."""
     if db.session.scalar(select(func.count(MailingList.id))):
@@ -142,6 +146,7 @@ def consent_history(list_id: int) -> list[tuple[ConsentText, int]]:
     return [(text, int(count)) for text, count in rows]
 
 
+@transactional
 def update_list(
     list_id: int,
     *,
@@ -152,7 +157,7 @@ def update_list(
     actor: StaffUser,
     ip: str | None = None,
 ) -> ConsentText | None:
-    """Change a list's name, description and default flag, and commit.
+    """Change a list's name, description and default flag.
 
     A ``consent_text`` that differs from the version in force becomes a new
     version in the same transaction; that version is returned (None otherwise).
@@ -173,37 +178,35 @@ def update_list(
     version = None
     if consent_text is not None:
         version = _add_consent_version(mailing_list, consent_text, actor, ip)
-    db.session.commit()
     return version
 
 
+@transactional
 def new_consent_version(
     list_id: int, text: str, *, actor: StaffUser, ip: str | None = None
 ) -> ConsentText | None:
-    """Add a consent text version and commit; None when the text is unchanged.
+    """Add a consent text version; None when the text is unchanged.
 
     Earlier versions are never touched: subscriptions and ledger events keep
     their ids, and new signups see the new version from now on.
     """
     version = _add_consent_version(_locked(list_id), text, actor, ip)
-    db.session.commit()
     return version
 
 
+@transactional
 def set_archived(
     list_id: int, archived: bool, *, actor: StaffUser, ip: str | None = None
 ) -> MailingList:
     """Archive (no new signups or campaigns; subscribers stay) or reopen a list."""
     mailing_list = _locked(list_id)
     if archived == (mailing_list.archived_at is not None):
-        db.session.commit()
         return mailing_list
     if archived and mailing_list.is_default:
         raise InvalidInput("default", _("Make another list the default before archiving this one."))
     mailing_list.archived_at = utcnow() if archived else None
     action = "list.archive" if archived else "list.unarchive"
     audit.record(actor, action, "list", list_id, details={"slug": mailing_list.slug}, ip=ip)
-    db.session.commit()
     return mailing_list
 
 
@@ -220,7 +223,7 @@ def _locked(list_id: int) -> MailingList:
 def _add_consent_version(
     mailing_list: MailingList, raw: str, actor: StaffUser | None, ip: str | None
 ) -> ConsentText | None:
-    """Insert the next version unless the text is the one in force (caller commits)."""
+    """Insert the next version unless the text is the one in force (in the caller's transaction)."""
     text = _clean_text("consent_text", raw, MAX_CONSENT_TEXT)
     if not text:
         raise InvalidInput("consent_text", _("A list needs a consent text."))
