@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -21,6 +22,7 @@ from newsletter.models import (
     CampaignStatus,
     Delivery,
     MailingList,
+    PolicyVersion,
     Role,
     StaffUser,
     utcnow,
@@ -156,3 +158,28 @@ def test_start_says_whether_it_started_or_scheduled(
         at,
     )
     assert scheduled.scheduled
+
+
+POLICY = b"---\ntitle: Policy\neffective: 2024-01-01\n---\nWe keep little.\n"
+
+
+def test_policy_import_from_the_command_line_commits_the_version_with_its_audit_entry(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policy = tmp_path / "policy.md"
+    policy.write_bytes(POLICY)
+    with monkeypatch.context() as patch:
+        failing_audit(patch)
+        assert runner.invoke(args=["policy", "import", str(policy)]).exit_code != 0
+    assert db.session.scalar(select(func.count()).select_from(PolicyVersion)) == 0
+    assert count(app, PolicyVersion) == 0
+
+    result = runner.invoke(args=["policy", "import", str(policy)])
+    assert result.exit_code == 0, result.output
+    entry = select(AuditEntry.action, AuditEntry.object_id, AuditEntry.actor_email)
+    assert committed(app, entry) == "policy.import"
+    with db.engine.connect() as conn:
+        assert conn.execute(entry).one() == ("policy.import", "1", "(command line)")
+    # The same file again changes nothing and audits nothing.
+    assert runner.invoke(args=["policy", "import", str(policy)]).exit_code == 0
+    assert (count(app, PolicyVersion), count(app, AuditEntry)) == (1, 1)

@@ -8,12 +8,10 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup, with_appcontext
 
-from ..extensions import db
 from ..models import utcnow
-from ..staff import audit
 from ..validation import InvalidInput
 from .erasure import UnknownSubscriber
-from .export import subscriber_data_export, subscriber_id_for_address
+from .export import audited_data_export, subscriber_id_for_address
 from .policy import MAX_POLICY_BYTES, PolicyError, import_policy
 from .report import processing_record
 from .retention import purge
@@ -34,7 +32,7 @@ def import_command(file: Path) -> None:
     if file.stat().st_size > MAX_POLICY_BYTES:
         raise click.ClickException(f"{file}: larger than {MAX_POLICY_BYTES // 1024} KiB.")
     try:
-        result = import_policy(file.read_bytes())
+        result = import_policy(file.read_bytes(), actor=None)
     except PolicyError as exc:
         raise click.ClickException(f"{file}: {exc}") from exc
     version = result.version
@@ -46,14 +44,6 @@ def import_command(file: Path) -> None:
             f"(in force from {version.effective_on.isoformat()}); nothing changed"
         )
         return
-    audit.record(
-        None,
-        "policy.import",
-        "policy",
-        version.version,
-        details={"title": version.title, "effective_on": version.effective_on.isoformat()},
-    )
-    db.session.commit()
     click.echo(
         f"imported version {version.version}: {version.title!r}, "
         f"in force from {version.effective_on.isoformat()}"
@@ -79,10 +69,7 @@ def export_command(email: str) -> None:
         raise click.BadParameter(exc.message, param_hint="EMAIL") from exc
     except UnknownSubscriber:
         raise click.ClickException("No subscriber has that address.") from None
-    document = subscriber_data_export(subscriber_id)
-    # Handing out someone's data is a staff action like any other: audited.
-    audit.record(None, "subscriber.export", "subscriber", subscriber_id)
-    db.session.commit()
+    document = audited_data_export(subscriber_id, actor=None)
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 

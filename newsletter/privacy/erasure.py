@@ -41,6 +41,7 @@ from ..models import (
 )
 from ..staff import audit
 from ..subscriptions import suppression
+from ..transaction import transactional
 
 
 class UnknownSubscriber(LookupError):
@@ -57,6 +58,7 @@ class ErasureResult:
     outbox_messages: int
 
 
+@transactional
 def erase_subscriber(
     subscriber_id: int,
     *,
@@ -65,7 +67,7 @@ def erase_subscriber(
     evidence: Evidence,
     ip: str | None = None,
 ) -> ErasureResult:
-    """Erase one subscriber and commit; a staff ``actor`` gets an audit entry.
+    """Erase one subscriber, all in one transaction; a staff ``actor`` gets an audit entry.
 
     ``channel`` says how the request came (``staff``, ``manage_page``, ...);
     ``ip`` is the staff member's address for the audit trail.
@@ -122,7 +124,6 @@ def erase_subscriber(
             ip=ip,
         )
     db.session.delete(subscriber)
-    db.session.commit()
     return ErasureResult(
         subscriber_id=subscriber_id,
         ledger_events=_rowcount(events),

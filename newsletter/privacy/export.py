@@ -22,19 +22,23 @@ from ..models import (
     MailingList,
     OutboxKind,
     OutboxMessage,
+    StaffUser,
     Subscriber,
     utcnow,
 )
+from ..staff import audit
 from ..subscriptions.service import subscriber_for
 from ..tokens import TokenPayload
+from ..transaction import transactional
 from ..validation import normalise_email
 from .erasure import UnknownSubscriber
 
 FORMAT_VERSION = 1
 
 
+@transactional
 def request_data_export(payload: TokenPayload) -> bool:
-    """Queue a mail with a fresh download link to the subscriber's own address. Commits.
+    """Queue a mail with a fresh download link to the subscriber's own address.
 
     The link goes to the mailbox, never into the page: a preference link may
     have been forwarded, and only the mailbox owner should get the data. At
@@ -53,10 +57,8 @@ def request_data_export(payload: TokenPayload) -> bool:
         .limit(1)
     )
     if recent is not None:
-        db.session.commit()
         return False
     enqueue(OutboxKind.DATA_EXPORT, subscriber)
-    db.session.commit()
     return True
 
 
@@ -109,6 +111,20 @@ def subscriber_data_export(subscriber_id: int) -> dict[str, Any]:
             "transactional": _outbox(subscriber.id),
         },
     }
+
+
+@transactional
+def audited_data_export(
+    subscriber_id: int, *, actor: StaffUser | None, ip: str | None = None
+) -> dict[str, Any]:
+    """The data export handed out by staff (``actor`` None: the command line).
+
+    Handing out someone's data is a staff action like any other: its audit
+    entry is written in the same transaction as the export is read.
+    """
+    document = subscriber_data_export(subscriber_id)
+    audit.record(actor, "subscriber.export", "subscriber", subscriber_id, ip=ip)
+    return document
 
 
 def subscriber_id_for_address(address: str) -> int:

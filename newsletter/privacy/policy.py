@@ -22,7 +22,9 @@ from ..campaigns.compose import markdown_to_safe_html
 from ..extensions import db
 from ..ledger.chain import policy_in_force_id
 from ..ledger.keys import canonical_json
-from ..models import PolicyVersion, utcnow
+from ..models import PolicyVersion, StaffUser, utcnow
+from ..staff import audit
+from ..transaction import transactional
 
 MAX_POLICY_BYTES = 512 * 1024  # a policy is a few pages; this is generous
 MAX_TITLE = 200
@@ -121,11 +123,16 @@ def _as_date(value: object, key: str) -> date:
     raise PolicyError(f"`{key}: {text[:40]}` is not a date (use YYYY-MM-DD).")
 
 
-def import_policy(raw: bytes) -> ImportResult:
-    """Store the file as the next version, or find the identical one. Commits.
+@transactional
+def import_policy(
+    raw: bytes, *, actor: StaffUser | None = None, ip: str | None = None
+) -> ImportResult:
+    """Store the file as the next version, or find the identical one.
 
-    Versions are immutable and numbered in import order; the one in force on a
-    day is the newest effective date not after it (see ledger.chain).
+    A new version and its audit entry (``actor`` None: the command line) are
+    one transaction. Versions are immutable and numbered in import order; the
+    one in force on a day is the newest effective date not after it (see
+    ledger.chain).
     """
     parsed = parse_policy(raw)
     existing = db.session.scalar(
@@ -144,11 +151,18 @@ def import_policy(raw: bytes) -> ImportResult:
     )
     db.session.add(version)
     try:
-        db.session.commit()
+        db.session.flush()
     except IntegrityError as exc:
         # Two imports at once took the same number (or the same file): one wins.
-        db.session.rollback()
         raise PolicyError("Another import ran at the same time; run this one again.") from exc
+    audit.record(
+        actor,
+        "policy.import",
+        "policy",
+        version.version,
+        details={"title": version.title, "effective_on": version.effective_on.isoformat()},
+        ip=ip,
+    )
     return ImportResult(version, True, parsed.ignored_keys)
 
 
