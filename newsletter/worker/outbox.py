@@ -3,24 +3,23 @@
 Delivery is at-least-once: a row is marked sent right after the server took
 it, so only a crash between those two steps can send a mail twice. A crashed
 worker's claims expire after OUTBOX_LEASE_SECONDS and another worker takes
-them over. No transaction is open while talking to the SMTP server (on SQLite
-an open transaction would hold the single write lock).
+them over; a live worker renews its lease while it sends (newsletter/lease.py),
+so a batch slower than the lease is not taken over and sent twice. No
+transaction is open while talking to the SMTP server (on SQLite an open
+transaction would hold the single write lock).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 
-from ..database import is_postgresql
 from ..extensions import db
+from ..lease import Leasable, Lease, claim, free, release, renew, settle, worker_id
 from ..mail.headers import UnsafeHeader
 from ..mail.message import OutgoingMail
 from ..mail.render import NothingToSend
@@ -31,10 +30,9 @@ from .dispatch import render_outbox_message
 
 log = logging.getLogger(__name__)
 
-
-def worker_id() -> str:
-    """A name for this worker process in lease columns and logs."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 10000}"
+OUTBOX = Leasable(
+    OutboxMessage.id, OutboxMessage.lease_until, OutboxMessage.leased_by, OutboxMessage.last_error
+)
 
 
 @dataclass
@@ -52,45 +50,55 @@ class BatchResult:
         return self.sent + self.retried + self.failed + self.skipped
 
 
-def claim_batch(owner: str, size: int) -> list[int]:
-    """Lease up to ``size`` due rows to ``owner`` and commit; return their ids.
+def claim_batch(owner: str, size: int, lease: Lease | None = None) -> list[int]:
+    """Lease up to ``size`` due rows to ``owner`` (under ``lease``, or a new one of
+    OUTBOX_LEASE_SECONDS) and commit; return their ids, oldest due first.
 
-    On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets concurrent workers claim
-    disjoint batches without waiting on each other. SQLite serialises writers
-    (BEGIN IMMEDIATE), which gives the same exclusivity.
+    Concurrent workers claim disjoint batches (lease.claim: SKIP LOCKED on
+    PostgreSQL, one writer at a time on SQLite).
     """
+    lease = lease or Lease.start(owner, current_app.config["OUTBOX_LEASE_SECONDS"])
     now = utcnow()
-    query = (
+    candidates = (
         select(OutboxMessage.id)
         .where(
             OutboxMessage.status == OutboxStatus.QUEUED,
             OutboxMessage.next_attempt_at <= now,
-            or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
+            free(OUTBOX, now),
         )
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(size)
     )
-    if is_postgresql():
-        query = query.with_for_update(skip_locked=True)
-    ids = list(db.session.scalars(query))
-    if ids:
-        lease = now + timedelta(seconds=current_app.config["OUTBOX_LEASE_SECONDS"])
-        db.session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(ids))
-            .values(lease_until=lease, leased_by=owner)
-        )
+    rows = claim(OUTBOX, candidates, lease, (OutboxMessage.id, OutboxMessage.next_attempt_at))
     db.session.commit()
-    return ids
+    return [row_id for row_id, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
 
 
 def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
     """Claim one batch, render it, send it over one connection, record outcomes."""
-    owner = owner or worker_id()
+    lease = Lease.start(owner or worker_id(), app.config["OUTBOX_LEASE_SECONDS"])
     result = BatchResult()
-    ids = claim_batch(owner, app.config["OUTBOX_BATCH_SIZE"])
+    ids = claim_batch(lease.owner or "", app.config["OUTBOX_BATCH_SIZE"], lease)
     if not ids:
         return result
+    rendered = _render(ids, result)
+    db.session.commit()  # end the read transaction before any network I/O
+    if not rendered:
+        return result
+    _send(app, rendered, lease, result)
+    log.info(
+        "outbox batch: %d sent, %d retried, %d failed, %d skipped",
+        result.sent,
+        result.retried,
+        result.failed,
+        result.skipped,
+    )
+    return result
+
+
+def _render(ids: list[int], result: BatchResult) -> list[tuple[int, OutgoingMail]]:
+    """Render each claimed row; a row that cannot be rendered is settled on its
+    own (skipped, failed or backed off) and the rest go on."""
     rendered: list[tuple[int, OutgoingMail]] = []
     for row_id in ids:
         row = db.session.get(OutboxMessage, row_id)
@@ -113,13 +121,26 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
             db.session.rollback()
             _retry(row_id, f"render error: {exc!r}")
             result.retried += 1
-    db.session.commit()  # end the read transaction before any network I/O
-    if not rendered:
-        return result
+    return rendered
 
+
+def _send(
+    app: Flask, rendered: list[tuple[int, OutgoingMail]], lease: Lease, result: BatchResult
+) -> None:
+    """Send a rendered batch over one connection, marking each row as it goes.
+
+    Once half the lease has passed, the lease on the rows still to send is
+    renewed before the next message: otherwise, on a slow server, those rows'
+    lease ran out mid-batch and another worker sent them too. Each single
+    message must finish within half the lease (OUTBOX_LEASE_SECONDS well above
+    MAIL_TIMEOUT).
+    """
     try:
         with open_transport(app) as transport:
             for position, (row_id, message) in enumerate(rendered):
+                if lease.due():
+                    renew(OUTBOX, [r for r, _ in rendered[position:]], lease)
+                    db.session.commit()
                 try:
                     transport.send(message)
                 except PermanentFailure as exc:
@@ -128,7 +149,7 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
                 except TemporaryFailure as exc:
                     # The connection may be unusable: retry this row and release the rest.
                     _retry(row_id, str(exc), outage=isinstance(exc, ServerUnavailable))
-                    _release([r for r, _ in rendered[position + 1 :]])
+                    _release([r for r, _ in rendered[position + 1 :]], lease)
                     result.retried += 1
                     break
                 except Exception as exc:
@@ -137,7 +158,7 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
                     # hand the rest back for the next batch on a fresh connection.
                     log.exception("outbox #%d: unexpected error while sending", row_id)
                     _retry(row_id, f"unexpected error: {exc!r}")
-                    _release([r for r, _ in rendered[position + 1 :]])
+                    _release([r for r, _ in rendered[position + 1 :]], lease)
                     result.retried += 1
                     break
                 else:
@@ -147,52 +168,40 @@ def process_batch(app: Flask, owner: str | None = None) -> BatchResult:
         for row_id, _ in rendered:
             _retry(row_id, str(exc), outage=isinstance(exc, ServerUnavailable))
         result.retried += len(rendered)
-    log.info(
-        "outbox batch: %d sent, %d retried, %d failed, %d skipped",
-        result.sent,
-        result.retried,
-        result.failed,
-        result.skipped,
-    )
-    return result
 
 
 def _finish(row_id: int, status: OutboxStatus, error: str | None = None) -> None:
-    """Record a final outcome and release the lease."""
-    values: dict[str, object] = {"status": status, "lease_until": None, "last_error": error}
+    """Record a final outcome (a sent row keeps no error) and end the lease; commit."""
+    values: dict[str, Any] = {"status": status}
     if status == OutboxStatus.SENT:
-        values["sent_at"] = utcnow()
-    db.session.execute(update(OutboxMessage).where(OutboxMessage.id == row_id).values(**values))
+        values.update(sent_at=utcnow(), last_error=None)
+    settle(OUTBOX, [row_id], error=error, **values)
     db.session.commit()
 
 
 def _retry(row_id: int, error: str, *, outage: bool = False) -> None:
-    """Schedule another attempt (see mail.retry), or give up after the limit."""
-    row = db.session.get(OutboxMessage, row_id)
-    if row is None:
+    """Schedule another attempt (see mail.retry), or give up after the limit; commit."""
+    attempts = db.session.scalar(select(OutboxMessage.attempts).where(OutboxMessage.id == row_id))
+    if attempts is None:  # erased meanwhile
         return
     config = current_app.config
-    row.attempts += 1
-    row.last_error = error[:500]
-    row.lease_until = None
+    attempts += 1
     when = next_attempt(
-        row.attempts,
+        attempts,
         base_seconds=config["OUTBOX_RETRY_BASE_SECONDS"],
         max_attempts=config["OUTBOX_MAX_ATTEMPTS"],
         outage=outage,
     )
     if when is None:
-        row.status = OutboxStatus.FAILED
+        settle(OUTBOX, [row_id], error=error, attempts=attempts, status=OutboxStatus.FAILED)
     else:
-        row.next_attempt_at = when
+        settle(OUTBOX, [row_id], error=error, attempts=attempts, next_attempt_at=when)
     db.session.commit()
-    log.warning("outbox #%d: attempt %d failed: %s", row_id, row.attempts, error)
+    log.warning("outbox #%d: attempt %d failed: %s", row_id, attempts, error)
 
 
-def _release(ids: list[int]) -> None:
-    """Give claimed rows back untouched, for the next batch."""
+def _release(ids: list[int], lease: Lease) -> None:
+    """Give claimed rows this worker still holds back untouched, for the next batch."""
     if ids:
-        db.session.execute(
-            update(OutboxMessage).where(OutboxMessage.id.in_(ids)).values(lease_until=None)
-        )
+        release(OUTBOX, ids, lease)
         db.session.commit()

@@ -14,8 +14,9 @@ from ..campaigns.outcomes import DeliveryBatch
 from ..campaigns.service import start_due_campaigns
 from ..extensions import db
 from ..imports.run import run_next_import
+from ..lease import worker_id
 from ..privacy.retention import run_due_retention
-from .outbox import process_batch, worker_id
+from .outbox import process_batch
 
 log = logging.getLogger(__name__)
 
