@@ -25,11 +25,11 @@ from sqlalchemy import bindparam, select, update
 
 from ..bulk import bulk_insert
 from ..extensions import db
-from ..ledger.batch import append_events, pending_event
+from ..ledger.batch import append_events
 from ..ledger.keys import email_digest, ledger_keys
+from ..ledger.pending import PendingEvent
 from ..models import (
     Channel,
-    ConsentEvent,
     ConsentEventType,
     Subscriber,
     Subscription,
@@ -104,8 +104,7 @@ def apply_rows(
     to_confirm = [r for r, o in changing if o == PENDING]
     queue_confirmations(to_confirm, covered, known, ids, list_id, now)
 
-    key = ledger_keys()[0]
-    events: list[ConsentEvent] = []
+    events: list[PendingEvent] = []
     for row, outcome in changing:
         details: dict[str, Any] = {"import_job": job_id, "imported_by": imported_by}
         if row.consented_at is not None:
@@ -113,7 +112,7 @@ def apply_rows(
         if row.source:
             details["source"] = row.source
         events.append(
-            pending_event(
+            PendingEvent(
                 event=ConsentEventType.IMPORTED
                 if outcome == ACTIVE
                 else ConsentEventType.REQUESTED,
@@ -124,7 +123,6 @@ def apply_rows(
                 list_id=list_id,
                 consent_text_id=text_id,
                 details=details,
-                key=key,
             )
         )
     append_events(events)  # last: it holds the ledger head's lock until commit

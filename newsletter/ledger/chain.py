@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -13,9 +13,24 @@ from ..extensions import db
 from ..models import ConsentEvent, LedgerHead, PolicyVersion, Subscriber, utcnow
 from .evidence import Evidence
 from .keys import canonical_json, email_digest, keyed_digest, ledger_keys, personal_digest
+from .pending import PendingEvent
 
 GENESIS_HASH = "0" * 64
 PERSONAL_FIELDS = ("email", "ip", "user_agent", "source_url")
+# The columns the row hash covers (with the personal fields through personal_digest).
+HASHED_COLUMNS = (
+    "seq",
+    "occurred_at",
+    "event",
+    "channel",
+    "list_id",
+    "consent_text_id",
+    "email_digest",
+    "details",
+    "personal_digest",
+    "prev_hash",
+    "policy_version_id",
+)
 
 
 def append_event(
@@ -29,6 +44,21 @@ def append_event(
     details: dict[str, Any] | None = None,
     policy: PolicyInForce | None = None,
 ) -> ConsentEvent:
+    """Append one event of ``subscriber`` inside the caller's transaction
+    (``append_pending`` with the event made of these values)."""
+    pending = PendingEvent.of(
+        subscriber,
+        event=event,
+        channel=channel,
+        evidence=evidence,
+        list_id=list_id,
+        consent_text_id=consent_text_id,
+        details=details,
+    )
+    return append_pending(pending, policy)
+
+
+def append_pending(pending: PendingEvent, policy: PolicyInForce | None = None) -> ConsentEvent:
     """Append one event inside the caller's transaction.
 
     ``policy`` is the privacy-policy version in force as the caller already
@@ -44,27 +74,16 @@ def append_event(
     if policy is None:
         day = utcnow().date()
         policy = PolicyInForce(day, policy_in_force_id(day))
-    email_key_digest = email_digest(subscriber.email_key)
-    personal = personal_fields(subscriber.email, evidence)
-    personal_hash = personal_digest(personal)
+    values = pending.columns(ledger_keys()[0])
     head = lock_head()
 
     now = utcnow()
-    policy_id = policy.version_on(now.date())
     row = ConsentEvent(
         seq=head.seq + 1,
         occurred_at=now,
-        event=str(event),
-        channel=str(channel),
-        subscriber_id=subscriber.id,
-        list_id=list_id,
-        consent_text_id=consent_text_id,
-        policy_version_id=policy_id,
-        email_digest=email_key_digest,
-        details=details or {},
-        personal_digest=personal_hash,
+        policy_version_id=policy.version_on(now.date()),
         prev_hash=head.row_hash,
-        **personal,
+        **values,
     )
     row.row_hash = row_hash(row)
     db.session.add(row)
@@ -83,16 +102,6 @@ class PolicyInForce:
         """The version in force on ``day``: the one looked up, unless midnight
         (UTC) has passed since, and then looked up again."""
         return self.version_id if day == self.day else policy_in_force_id(day)
-
-
-def personal_fields(email: str | None, evidence: Evidence) -> dict[str, str | None]:
-    """An event's personal fields: hashed only through their digest, cleared by erasure."""
-    return {
-        "email": email,
-        "ip": evidence.ip,
-        "user_agent": evidence.user_agent,
-        "source_url": evidence.source_url,
-    }
 
 
 def policy_in_force_query(row_date: date) -> Select[int]:
@@ -153,31 +162,37 @@ def move_head(head: Head) -> None:
 
 
 def row_hash(row: ConsentEvent, key: bytes | None = None) -> str:
-    """HMAC-SHA256 (ledger key) over the row's non-personal fields and its personal digest.
+    """The row hash of a stored (or mapped) event; see ``hash_of``."""
+    return hash_of({name: getattr(row, name) for name in HASHED_COLUMNS}, key)
+
+
+def hash_of(values: Mapping[str, Any], key: bytes | None = None) -> str:
+    """HMAC-SHA256 (ledger key) over an event's non-personal fields and its personal digest.
 
     Keyed, so that someone who can write to the database but does not hold the
     ledger key cannot edit an event and recompute every hash after it: a plain
     SHA-256 chain would let them. ``subscriber_id`` is left out on purpose:
     erasure sets it to NULL. The keyed email digest identifies the person instead.
+    ``values`` holds at least the ``HASHED_COLUMNS``.
     """
     content = {
-        "seq": row.seq,
-        "occurred_at": _timestamp(row.occurred_at),
-        "event": row.event,
-        "channel": row.channel,
-        "list_id": row.list_id,
-        "consent_text_id": row.consent_text_id,
-        "email_digest": row.email_digest,
-        "details": row.details or {},
-        "personal_digest": row.personal_digest,
-        "prev_hash": row.prev_hash,
+        "seq": values["seq"],
+        "occurred_at": _timestamp(values["occurred_at"]),
+        "event": values["event"],
+        "channel": values["channel"],
+        "list_id": values["list_id"],
+        "consent_text_id": values["consent_text_id"],
+        "email_digest": values["email_digest"],
+        "details": values["details"] or {},
+        "personal_digest": values["personal_digest"],
+        "prev_hash": values["prev_hash"],
     }
     # The policy reference came after the first events were written. Those rows
     # were hashed without the key, so it enters the content only when set: old
     # rows still verify, and on new rows removing, setting or changing it breaks
     # the hash like any other edit (a NULL hashes differently from a value).
-    if row.policy_version_id is not None:
-        content["policy_version_id"] = row.policy_version_id
+    if values["policy_version_id"] is not None:
+        content["policy_version_id"] = values["policy_version_id"]
     return keyed_digest(key or ledger_keys()[0], "row:" + canonical_json(content))
 
 

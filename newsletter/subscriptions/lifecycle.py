@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
 
 from flask import current_app
 from sqlalchemy import Row, Select, insert, select
 
 from ..extensions import db
-from ..ledger import Evidence, append_event
-from ..ledger.batch import append_events, pending_event
-from ..ledger.chain import PolicyInForce, policy_in_force_query
-from ..ledger.keys import ledger_keys
+from ..ledger import Evidence
+from ..ledger.batch import append_events
+from ..ledger.chain import PolicyInForce, append_pending, policy_in_force_query
+from ..ledger.pending import PendingEvent
 from ..mail.outbox import enqueue
 from ..models import (
     Channel,
@@ -46,10 +45,11 @@ class Terms:
 
 def request_lists(
     subscriber: Subscriber, terms: Terms, channel: Channel, evidence: Evidence
-) -> list[dict[str, Any]]:
+) -> list[PendingEvent]:
     """Make each list pending unless already active; return the events to log.
 
-    The caller appends them (``append_all``) once its other writes are done.
+    The caller appends them (``append_all``, with ``terms.policy``) once its
+    other writes are done.
     """
     existing = {s.list_id: s for s in subscriber.subscriptions}
     now = utcnow()
@@ -66,15 +66,14 @@ def request_lists(
         subscription.requested_at = now
         subscription.unsubscribed_at = None
         events.append(
-            {
-                "event": ConsentEventType.REQUESTED,
-                "channel": channel,
-                "subscriber": subscriber,
-                "evidence": evidence,
-                "list_id": list_id,
-                "consent_text_id": text_id,
-                "policy": terms.policy,
-            }
+            PendingEvent.of(
+                subscriber,
+                event=ConsentEventType.REQUESTED,
+                channel=channel,
+                evidence=evidence,
+                list_id=list_id,
+                consent_text_id=text_id,
+            )
         )
     return events
 
@@ -123,19 +122,16 @@ def request_lists_of_new_address(
             next_attempt_at=now,
         )
     )
-    key = ledger_keys()[0]
     events = [
-        pending_event(
+        PendingEvent(
             event=ConsentEventType.REQUESTED,
             channel=channel,
             subscriber_id=subscriber.id,
             email=subscriber.email,
             email_key=subscriber.email_key,
+            evidence=evidence,
             list_id=list_id,
             consent_text_id=text_id,
-            details={},
-            key=key,
-            evidence=evidence,
         )
         for list_id, text_id in terms.texts.items()
     ]
@@ -207,10 +203,11 @@ def _terms(rows: Sequence[Row[tuple[int, str, int | None, int | None]]], today: 
     )
 
 
-def append_all(events: list[dict[str, Any]]) -> None:
-    """Append the collected events to the ledger, in order (takes the head lock)."""
+def append_all(events: list[PendingEvent], policy: PolicyInForce) -> None:
+    """Append the collected events to the ledger one by one, in order (takes the
+    head lock); ``policy`` is the one their terms were read with."""
     for event in events:
-        append_event(**event)
+        append_pending(event, policy)
 
 
 def maybe_send_confirmation(subscriber: Subscriber) -> bool:

@@ -81,7 +81,7 @@ def request_subscription(request: SignupRequest) -> None:
         # the subscriber, subscription and outbox writes are flushed before
         # it, and the lock is held only for the event insert, the head update
         # and COMMIT. The new-address path does the same.
-        append_all(events)
+        append_all(events, terms.policy)
     db.session.commit()
 
 
@@ -272,7 +272,7 @@ def update_preferences(
         terms = terms_in_force([m.id for m in to_join])
         events = request_lists(subscriber, terms, Channel.MANAGE_PAGE, evidence)
         sent = maybe_send_confirmation(subscriber)
-        append_all(events)
+        append_all(events, terms.policy)
 
     locale_changed = locale is not None and locale != subscriber.locale
     if locale_changed:
