@@ -6,11 +6,12 @@ from collections.abc import Collection
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import BigInteger, ColumnElement, String, any_, bindparam, event
+from sqlalchemy import BigInteger, ColumnElement, String, any_, bindparam, event, text
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 
 from .extensions import db
+from .transaction import discard_failed_transaction
 
 
 def init_app(app: Flask) -> None:
@@ -84,3 +85,17 @@ def among(column: Any, values: Collection[Any]) -> ColumnElement[bool]:
     element = String() if isinstance(column.type, String) else BigInteger()
     array = bindparam(None, list(values), type_=ARRAY(element))
     return column == any_(array)
+
+
+def reachable() -> bool:
+    """One round trip to the database; False when it fails, for the health check.
+
+    A failed round trip leaves the session's transaction broken: it is
+    discarded here (see transaction.discard_failed_transaction), not by the view.
+    """
+    try:
+        db.session.execute(text("SELECT 1"))
+    except Exception:  # any driver error means "not reachable"
+        discard_failed_transaction()
+        return False
+    return True

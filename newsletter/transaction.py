@@ -60,3 +60,17 @@ def transactional(function: Callable[P, R]) -> Callable[P, R]:
 def in_transaction() -> bool:
     """True inside a :func:`unit_of_work` (a service may then leave committing to its caller)."""
     return _depth.get() > 0
+
+
+def discard_failed_transaction() -> None:
+    """Roll back what the session holds after a request failed outside any service.
+
+    Only the app's error handlers call this (the database gone mid-request, a
+    health check that could not reach it). Services roll back their own
+    failures; what is left then is the transaction the view's reads began, or
+    one on a connection the database dropped. Ending it here, before the error
+    page is rendered, leaves nothing half written and returns a sound session
+    (a broken connection is invalidated, the pool replaces it). It lives in
+    this module so that views and commands never roll back themselves.
+    """
+    db.session.rollback()

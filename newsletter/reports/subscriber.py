@@ -13,6 +13,7 @@ from ..extensions import db
 from ..ledger.proof import consent_proof
 from ..models import Campaign, Delivery, DeliveryStatus, StaffUser, Subscriber
 from ..staff import audit
+from ..transaction import transactional
 
 MAX_DELIVERIES_SHOWN = 100
 
@@ -57,10 +58,11 @@ def subscriber_report(subscriber_id: int) -> SubscriberReport | None:
     )
 
 
+@transactional
 def proof_document(
     subscriber_id: int, *, actor: StaffUser, ip: str | None, form: str
 ) -> dict[str, Any] | None:
-    """The proof of consent for a subscriber, with an audit entry (committed).
+    """The proof of consent for a subscriber, with its audit entry in the same transaction.
 
     ``form`` is ``json`` or ``print``. Handing out evidence is an export of
     personal data, so it leaves a trace like any other.
@@ -72,5 +74,4 @@ def proof_document(
     audit.record(
         actor, "subscriber.proof", "subscriber", subscriber.id, details={"form": form}, ip=ip
     )
-    db.session.commit()
     return document

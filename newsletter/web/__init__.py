@@ -12,6 +12,7 @@ from flask_babel import gettext as _
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
+from ..transaction import discard_failed_transaction
 from .headers import add_security_headers
 
 TOKEN_ROUTES = ("confirm", "unsubscribe", "manage", "data")
@@ -75,13 +76,11 @@ def init_app(app: Flask) -> None:
 def _database_unavailable(exc: Exception) -> ResponseReturnValue:
     """The database is down or went away mid-request: 503 with Retry-After, never 500.
 
-    The request's transaction is rolled back, so nothing it wrote stays half
-    written; the visitor is told to try again shortly. The pool's pre-ping
-    replaces dead connections once the database is back.
+    The request's transaction is discarded (transaction.discard_failed_transaction),
+    so nothing it wrote stays half written; the visitor is told to try again
+    shortly. The pool's pre-ping replaces dead connections once the database is back.
     """
-    from ..extensions import db
-
-    db.session.rollback()
+    discard_failed_transaction()
     logging.getLogger(__name__).warning(
         "database unavailable: %s", str(getattr(exc, "orig", exc)).splitlines()[0][:200]
     )

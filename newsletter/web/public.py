@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
-from sqlalchemy import text
 
-from ..extensions import db
+from ..database import reachable
 
 bp = Blueprint("public", __name__)
 
@@ -14,10 +13,7 @@ bp = Blueprint("public", __name__)
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
     """Liveness and a database round trip; 503 when the database is unreachable."""
-    try:
-        db.session.execute(text("SELECT 1"))
-    except Exception:  # any driver error means "not healthy"
-        db.session.rollback()
+    if not reachable():
         return jsonify(status="error", database="unreachable"), 503
     return jsonify(status="ok", database="ok")
 
