@@ -1,26 +1,22 @@
-"""Leasing campaign deliveries: claim a batch, renew or release it, finish campaigns.
+"""Claiming campaign deliveries, and finishing campaigns with nothing left queued.
 
-A claim leases rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's single
-writer gives the same exclusivity) and commits, so no transaction stays open
-while the batch is sent. A worker that dies leaves its rows leased; once the
-lease has run out another worker claims them again. Nothing is ever lost.
+A claim leases rows with the shared lease helper (newsletter/lease.py: SKIP
+LOCKED on PostgreSQL, SQLite's single writer) and commits, so no transaction
+stays open while the batch is sent. A worker that dies leaves its rows leased;
+once the lease has run out another worker claims them again. Nothing is ever
+lost. The sender renews and releases its batch with the same helper.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from typing import NamedTuple
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import (
-    exists,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import exists, select, update
 
-from ..database import among, is_postgresql
 from ..extensions import db
+from ..lease import Leasable, Lease, claim, free
 from ..models import utcnow
 from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatus
 
@@ -29,6 +25,8 @@ from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatu
 # still locks its rows in the database, and a short claim starts over from the
 # lowest id, so retries and released rows behind the cursor are found again.
 _claim_cursor: dict[tuple[str, int], int] = {}
+
+DELIVERIES = Leasable(Delivery.id, Delivery.lease_until, Delivery.leased_by, Delivery.last_error)
 
 
 class Claimed(NamedTuple):
@@ -41,15 +39,18 @@ class Claimed(NamedTuple):
     list_id: int
 
 
-def claim_deliveries(owner: str, size: int) -> list[Claimed]:
-    """Lease up to ``size`` due deliveries of sending campaigns; commit.
+def claim_deliveries(owner: str, size: int, lease: Lease | None = None) -> list[Claimed]:
+    """Lease up to ``size`` due deliveries of sending campaigns to ``owner`` (under
+    ``lease``, or a new one of DELIVERY_LEASE_SECONDS); commit.
 
     Campaigns are served in the order they started. Per campaign, one
     ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING``
-    round trip, starting after the worker's previous batch: the partial index
-    of queued rows keeps the dead entries of rows just sent until vacuum, and a
-    claim that always started from the lowest id walked through all of them.
+    round trip (lease.claim), starting after the worker's previous batch: the
+    partial index of queued rows keeps the dead entries of rows just sent until
+    vacuum, and a claim that always started from the lowest id walked through
+    all of them.
     """
+    lease = lease or Lease.start(owner, current_app.config["DELIVERY_LEASE_SECONDS"])
     now = utcnow()
     sending = db.session.execute(
         select(Campaign.id, Campaign.list_id)
@@ -63,19 +64,20 @@ def claim_deliveries(owner: str, size: int) -> list[Claimed]:
             break
         key = (owner, campaign_id)
         after = _claim_cursor.get(key, 0)
-        rows = _claim(owner, campaign_id, wanted, now, after)
+        rows = _claim(lease, campaign_id, wanted, now, after)
         if len(rows) < wanted and after:
-            rows += _claim(owner, campaign_id, wanted - len(rows), now, 0)
+            rows += _claim(lease, campaign_id, wanted - len(rows), now, 0)
         _claim_cursor[key] = max(row[0] for row in rows) if len(rows) == wanted else 0
-        claimed += (Claimed(*row, list_id=list_id) for row in rows)
+        claimed += (Claimed(row_id, cid, sid, tries, list_id) for row_id, cid, sid, tries in rows)
     db.session.commit()
     return sorted(claimed)
 
 
 def _claim(
-    owner: str, campaign_id: int, size: int, now: datetime, after: int
-) -> list[tuple[int, int, int | None, int]]:
-    """Lease up to ``size`` due rows of one campaign with ids above ``after``.
+    lease: Lease, campaign_id: int, size: int, now: datetime, after: int
+) -> list[tuple[Any, ...]]:
+    """Lease up to ``size`` due rows of one campaign with ids above ``after``;
+    return (id, campaign_id, subscriber_id, attempts) of each.
 
     ``campaign_id = :id`` rather than ``IN (sending campaigns)``: with the IN,
     PostgreSQL read every queued row of the campaign after the cursor and
@@ -96,51 +98,14 @@ def _claim(
             Delivery.status == DeliveryStatus.QUEUED,
             Delivery.id > after,
             Delivery.next_attempt_at <= now,
-            or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
+            free(DELIVERIES, now),
             still_sending,
         )
         .order_by(Delivery.id)
         .limit(size)
     )
-    if is_postgresql():
-        candidates = candidates.with_for_update(skip_locked=True, of=Delivery)
-    lease = now + timedelta(seconds=current_app.config["DELIVERY_LEASE_SECONDS"])
-    statement = (
-        update(Delivery)
-        .where(Delivery.id.in_(candidates.scalar_subquery()))
-        .values(lease_until=lease, leased_by=owner)
-        .returning(Delivery.id, Delivery.campaign_id, Delivery.subscriber_id, Delivery.attempts)
-        .execution_options(synchronize_session=False)
-    )
-    return [tuple(row) for row in db.session.execute(statement)]  # type: ignore[misc]
-
-
-def renew_lease(ids: list[int], owner: str, seconds: float) -> None:
-    """Extend this worker's lease on the rows of its batch that are still queued."""
-    db.session.execute(
-        update(Delivery)
-        .where(
-            among(Delivery.id, ids),
-            Delivery.status == DeliveryStatus.QUEUED,
-            Delivery.leased_by == owner,
-            Delivery.lease_until.is_not(None),
-        )
-        .values(lease_until=utcnow() + timedelta(seconds=seconds))
-        .execution_options(synchronize_session=False)
-    )
-    db.session.commit()
-
-
-def release(ids: list[int]) -> None:
-    """Give leased rows back untouched, for the next batch."""
-    if ids:
-        db.session.execute(
-            update(Delivery)
-            .where(among(Delivery.id, ids))
-            .values(lease_until=None)
-            .execution_options(synchronize_session=False)
-        )
-        db.session.commit()
+    returning = (Delivery.id, Delivery.campaign_id, Delivery.subscriber_id, Delivery.attempts)
+    return claim(DELIVERIES, candidates, lease, returning)
 
 
 def finish_campaigns() -> None:

@@ -14,16 +14,16 @@ The stages live in their own modules: ``claim`` (leases), ``recipients``
 from __future__ import annotations
 
 import logging
-import time
 
 from flask import Flask
 
 from ..extensions import db
+from ..lease import Lease, release, renew
 from ..mail.headers import UnsafeHeader
 from ..mail.message import OutgoingMail
 from ..mail.transport import PermanentFailure, TemporaryFailure, open_transport
 from ..models.campaigns import DeliveryStatus
-from .claim import claim_deliveries, finish_campaigns, release, renew_lease
+from .claim import DELIVERIES, claim_deliveries, finish_campaigns
 from .outcomes import DeliveryBatch, Recipient, fail, is_outage, mark, retry
 from .personal import LinkTemplates, load_content, render
 from .rate import wait_for_send_tokens
@@ -40,9 +40,8 @@ def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
     # Waits while SEND_RATE is used up by other workers rather than return an
     # empty batch, which the worker loop would take for "nothing is due".
     wanted = wait_for_send_tokens(app.config["DELIVERY_BATCH_SIZE"])
-    # The lease runs from the claim; counted from just before it, to be safe.
-    renew_at = time.monotonic() + app.config["DELIVERY_LEASE_SECONDS"] / 2
-    claimed = claim_deliveries(owner, wanted)
+    lease = Lease.start(owner, app.config["DELIVERY_LEASE_SECONDS"])
+    claimed = claim_deliveries(owner, wanted, lease)
     if not claimed:
         finish_campaigns()
         return batch
@@ -65,7 +64,7 @@ def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
             batch.failed += 1
     db.session.commit()  # no transaction open during SMTP I/O
     if messages:
-        _send(app, messages, batch, owner, renew_at)
+        _send(app, messages, batch, lease)
     if len(claimed) < wanted:
         # Only a short claim can mean a campaign ran out of queued rows. Checking
         # after every batch walked the queued-rows index past every row sent so
@@ -78,8 +77,7 @@ def _send(
     app: Flask,
     messages: list[tuple[Recipient, OutgoingMail]],
     batch: DeliveryBatch,
-    owner: str,
-    renew_at: float,
+    lease: Lease,
 ) -> None:
     """Send a rendered batch over one connection; sent rows are marked once, at the end.
 
@@ -87,16 +85,16 @@ def _send(
     next message: otherwise, on a slow server, the lease of rows still being
     sent (or sent and not yet marked) ran out and another worker sent them
     again, with no crash at all. Each single message must finish within half
-    the lease (DELIVERY_LEASE_SECONDS well above MAIL_TIMEOUT).
+    the lease (DELIVERY_LEASE_SECONDS well above MAIL_TIMEOUT). Rows sent and
+    not yet marked keep their lease with the rest.
     """
-    lease_seconds = app.config["DELIVERY_LEASE_SECONDS"]
     sent: list[int] = []
     try:
         with open_transport(app) as transport:
             for position, (recipient, message) in enumerate(messages):
-                if time.monotonic() >= renew_at:
-                    renew_lease([r.delivery_id for r, _ in messages], owner, lease_seconds)
-                    renew_at = time.monotonic() + lease_seconds / 2
+                if lease.due():
+                    renew(DELIVERIES, [r.delivery_id for r, _ in messages], lease)
+                    db.session.commit()
                 try:
                     transport.send(message)
                 except PermanentFailure as exc:
@@ -109,7 +107,8 @@ def _send(
                     if not isinstance(exc, TemporaryFailure):
                         log.exception("delivery #%d: unexpected error", recipient.delivery_id)
                     retry([(recipient, str(exc) or repr(exc))], outage=is_outage(exc))
-                    release([r.delivery_id for r, _ in messages[position + 1 :]])
+                    release(DELIVERIES, [r.delivery_id for r, _ in messages[position + 1 :]], lease)
+                    db.session.commit()
                     batch.retried += 1
                     break
                 else:

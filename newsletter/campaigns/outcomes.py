@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import update
 
-from ..database import among
 from ..extensions import db
+from ..lease import settle
 from ..mail.retry import next_attempt
 from ..mail.transport import PermanentFailure, ServerUnavailable
 from ..models import utcnow
-from ..models.campaigns import Delivery, DeliveryStatus
+from ..models.campaigns import DeliveryStatus
 from .bounces import suppress_after_bounce
+from .claim import DELIVERIES
 
 
 @dataclass
@@ -48,15 +49,10 @@ class Recipient:
 
 def mark(ids: list[int], status: DeliveryStatus) -> None:
     """Set the final status of many rows in one UPDATE (sent also stamps sent_at)."""
-    values: dict[str, object] = {"status": status, "lease_until": None}
+    values: dict[str, Any] = {"status": status}
     if status == DeliveryStatus.SENT:
         values["sent_at"] = utcnow()
-    db.session.execute(
-        update(Delivery)
-        .where(among(Delivery.id, ids))
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
+    settle(DELIVERIES, ids, **values)
     db.session.commit()
 
 
@@ -64,11 +60,7 @@ def fail(recipient: Recipient, failure: PermanentFailure) -> None:
     """A permanent refusal: the delivery fails; a hard bounce also suppresses the
     address, in the same transaction, so a crash cannot keep one without the other."""
     error = str(failure)
-    db.session.execute(
-        update(Delivery)
-        .where(Delivery.id == recipient.delivery_id)
-        .values(status=DeliveryStatus.FAILED, lease_until=None, last_error=error[:300])
-    )
+    settle(DELIVERIES, [recipient.delivery_id], error=error, status=DeliveryStatus.FAILED)
     if failure.hard_bounce:
         suppress_after_bounce(recipient.email, error)  # commits
     else:
@@ -85,11 +77,7 @@ def retry(items: list[tuple[Recipient, str]], *, outage: bool = False) -> None:
     config = current_app.config
     for recipient, error in items:
         attempts = recipient.attempts + 1
-        values: dict[str, object] = {
-            "attempts": attempts,
-            "lease_until": None,
-            "last_error": error[:300],
-        }
+        values: dict[str, Any] = {"attempts": attempts}
         when = next_attempt(
             attempts,
             base_seconds=config["DELIVERY_RETRY_BASE_SECONDS"],
@@ -100,7 +88,5 @@ def retry(items: list[tuple[Recipient, str]], *, outage: bool = False) -> None:
             values["status"] = DeliveryStatus.FAILED
         else:
             values["next_attempt_at"] = when
-        db.session.execute(
-            update(Delivery).where(Delivery.id == recipient.delivery_id).values(**values)
-        )
+        settle(DELIVERIES, [recipient.delivery_id], error=error, **values)
     db.session.commit()
