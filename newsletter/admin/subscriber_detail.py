@@ -12,8 +12,9 @@ from flask_babel import gettext as _
 from ..ledger import evidence_from_request
 from ..models import Channel, Role, SubscriptionStatus, utcnow
 from ..privacy.erasure import UnknownSubscriber, erase_subscriber
-from ..privacy.withdrawal import WITHDRAWABLE, withdraw_by_staff
+from ..privacy.withdrawal import withdraw_by_staff
 from ..reports.subscriber import SubscriberReport, proof_document, subscriber_report
+from ..subscriptions.withdrawal import WITHDRAWABLE
 from . import bp
 from .access import client_ip, requires, staff
 from .subscriber_forms import ALL_LISTS, EraseForm, UnsubscribeForm

@@ -1,6 +1,7 @@
 """Withdrawing consent on someone's behalf: a staff member unsubscribes a person
-(asked by phone or letter). Recorded in the ledger with channel ``staff`` and
-the staff member in the event's details, and in the audit trail.
+(asked by phone or letter). The withdrawal is the subscriptions feature's own
+(``subscriptions.withdrawal.withdraw``), with channel ``staff`` and the staff
+member named in each event; the audit trail records it in the same transaction.
 """
 
 from __future__ import annotations
@@ -10,22 +11,15 @@ from collections.abc import Collection
 from sqlalchemy import select
 
 from ..extensions import db
-from ..ledger import Evidence, append_event
-from ..models import (
-    Channel,
-    ConsentEventType,
-    MailingList,
-    StaffUser,
-    Subscriber,
-    SubscriptionStatus,
-    utcnow,
-)
+from ..ledger import Evidence
+from ..models import Channel, MailingList, StaffUser, Subscriber, SubscriptionStatus
 from ..staff import audit
+from ..subscriptions.withdrawal import withdraw
+from ..transaction import transactional
 from .erasure import UnknownSubscriber
 
-WITHDRAWABLE = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
 
-
+@transactional
 def withdraw_by_staff(
     subscriber_id: int,
     *,
@@ -34,7 +28,7 @@ def withdraw_by_staff(
     evidence: Evidence,
     ip: str | None = None,
 ) -> list[MailingList]:
-    """Unsubscribe from ``list_ids`` (None: every list) at once, and commit.
+    """Unsubscribe from ``list_ids`` (None: every list) at once, with an audit entry.
 
     Only active or pending subscriptions change; doing it twice logs nothing
     the second time. Returns the lists left.
@@ -44,30 +38,14 @@ def withdraw_by_staff(
     )
     if subscriber is None:
         raise UnknownSubscriber(subscriber_id)
-    now = utcnow()
-    left, changes = [], {}
-    for subscription in subscriber.subscriptions:
-        if list_ids is not None and subscription.list_id not in list_ids:
-            continue
-        if subscription.status not in WITHDRAWABLE:
-            continue
-        slug = subscription.mailing_list.slug
-        changes[slug] = {"before": str(subscription.status), "after": "unsubscribed"}
-        subscription.status = SubscriptionStatus.UNSUBSCRIBED
-        subscription.unsubscribed_at = now
-        append_event(
-            event=ConsentEventType.WITHDRAWN,
-            channel=Channel.STAFF,
-            subscriber=subscriber,
-            evidence=evidence,
-            list_id=subscription.list_id,
-            consent_text_id=subscription.consent_text_id,
-            # Who did it is part of the evidence: the ledger must show that the
-            # person did not click a link themselves.
-            details={"staff_id": actor.id, "staff": actor.email},
-        )
-        left.append(subscription.mailing_list)
-    if changes:
+    named = [s for s in subscriber.subscriptions if list_ids is None or s.list_id in list_ids]
+    left = withdraw(subscriber, named, channel=Channel.STAFF, evidence=evidence, actor=actor)
+    if left:
+        unsubscribed = str(SubscriptionStatus.UNSUBSCRIBED)
+        changes = {
+            mailing_list.slug: {"before": str(before), "after": unsubscribed}
+            for mailing_list, before in left.items()
+        }
         audit.record(
             actor,
             "subscriber.unsubscribe",
@@ -76,5 +54,4 @@ def withdraw_by_staff(
             details={"subscriptions": changes},
             ip=ip,
         )
-    db.session.commit()
-    return left
+    return list(left)

@@ -1,8 +1,7 @@
-"""The subscription lifecycle. Each public function owns its transaction."""
+"""The subscription lifecycle. Each public function is one transaction (``@transactional``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -23,6 +22,7 @@ from ..models import (
     utcnow,
 )
 from ..tokens import TokenPayload
+from ..transaction import transactional
 from ..validation import clean_locale, clean_name, clean_slugs, normalise_email
 from . import suppression
 from .lifecycle import (
@@ -36,6 +36,7 @@ from .lifecycle import (
     terms_in_force,
 )
 from .lists import open_lists
+from .withdrawal import withdraw
 
 
 class UnknownSubscriber(LookupError):
@@ -55,6 +56,7 @@ class SignupRequest:
     lists_field: str = "list"
 
 
+@transactional
 def request_subscription(request: SignupRequest) -> None:
     """Record a signup and queue a confirmation mail (double opt-in).
 
@@ -82,7 +84,6 @@ def request_subscription(request: SignupRequest) -> None:
         # it, and the lock is held only for the event insert, the head update
         # and COMMIT. The new-address path does the same.
         append_all(events, terms.policy)
-    db.session.commit()
 
 
 def _insert_address(email: str, email_key: str, name: str, locale: str | None) -> NewAddress | None:
@@ -149,6 +150,7 @@ class ConfirmOutcome:
     not_pending: list[MailingList]
 
 
+@transactional
 def confirm(payload: TokenPayload, evidence: Evidence) -> ConfirmOutcome:
     """Confirm the pending subscriptions a confirmation link names. Idempotent.
 
@@ -178,53 +180,25 @@ def confirm(payload: TokenPayload, evidence: Evidence) -> ConfirmOutcome:
             active.append(subscription.mailing_list)
         else:
             not_pending.append(subscription.mailing_list)
-    db.session.commit()
     return ConfirmOutcome(active=active, not_pending=not_pending)
 
 
+@transactional
 def resend_confirmation(payload: TokenPayload) -> None:
     """Queue a fresh confirmation mail for an expired link (within the window)."""
     subscriber = subscriber_for(payload, lock=True)
     maybe_send_confirmation(subscriber)
-    db.session.commit()
 
 
+@transactional
 def unsubscribe(payload: TokenPayload, channel: Channel, evidence: Evidence) -> list[MailingList]:
     """Withdraw consent at once for the lists the link names (all when none).
 
     Idempotent: a second request changes nothing and logs nothing.
     """
     subscriber = subscriber_for(payload)
-    withdrawn = _withdraw(
-        subscriber, _subscriptions_named(subscriber, payload.list_ids), channel, evidence
-    )
-    db.session.commit()
-    return withdrawn
-
-
-def _withdraw(
-    subscriber: Subscriber,
-    subscriptions: Iterable[Subscription],
-    channel: Channel,
-    evidence: Evidence,
-) -> list[MailingList]:
-    """Unsubscribe active or pending subscriptions and log each withdrawal."""
-    withdrawn = []
-    for subscription in subscriptions:
-        if subscription.status not in ACTIVE_OR_PENDING:
-            continue
-        subscription.status = SubscriptionStatus.UNSUBSCRIBED
-        subscription.unsubscribed_at = utcnow()
-        append_event(
-            event=ConsentEventType.WITHDRAWN,
-            channel=channel,
-            subscriber=subscriber,
-            evidence=evidence,
-            list_id=subscription.list_id,
-            consent_text_id=subscription.consent_text_id,
-        )
-        withdrawn.append(subscription.mailing_list)
-    return withdrawn
+    named = _subscriptions_named(subscriber, payload.list_ids)
+    return list(withdraw(subscriber, named, channel=channel, evidence=evidence))
 
 
 def _subscriptions_named(subscriber: Subscriber, list_ids: tuple[int, ...]) -> list[Subscription]:
@@ -245,6 +219,7 @@ class PreferenceOutcome:
     confirmation_sent: bool = False
 
 
+@transactional
 def update_preferences(
     payload: TokenPayload, wanted_list_ids: set[int], locale: str | None, evidence: Evidence
 ) -> PreferenceOutcome:
@@ -266,7 +241,7 @@ def update_preferences(
         if i not in by_list or by_list[i].status not in ACTIVE_OR_PENDING
     ]
     to_leave = [s for i, s in by_list.items() if i not in wanted_list_ids]
-    withdrawn = _withdraw(subscriber, to_leave, Channel.MANAGE_PAGE, evidence)
+    withdrawn = list(withdraw(subscriber, to_leave, channel=Channel.MANAGE_PAGE, evidence=evidence))
     sent = False
     if to_join:
         terms = terms_in_force([m.id for m in to_join])
@@ -284,7 +259,6 @@ def update_preferences(
             evidence=evidence,
             details={"locale": subscriber.locale},
         )
-    db.session.commit()
     return PreferenceOutcome(
         requested=to_join,
         withdrawn=withdrawn,
