@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import select
 
 from ..extensions import db
+from ..lease import Leasable, Lease
 from ..models import ImportJob, ImportStatus, MailingList, StaffUser, utcnow
 from ..service_messages import N_
 from ..service_messages import page_gettext as _
@@ -24,6 +25,8 @@ from .validate import RowError
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)
+# Jobs record no owner's name: the lease's token alone fences them.
+IMPORT_JOBS = Leasable(ImportJob.id, ImportJob.lease_until)
 MAX_FILENAME = 255
 # Stored in English on the job (a staff member discards it; anyone may read it).
 DISCARDED = N_("Discarded before it was queued.")
@@ -43,10 +46,12 @@ class RowsRefused(ValueError):
 
 @dataclass
 class Claim:
-    """A job this worker holds; ``token`` is the lease it must still own to write."""
+    """A job this worker holds, under ``lease``: every write checks that the job
+    still carries the lease's token (its expiry), so a worker whose job was taken
+    over cannot write."""
 
     job_id: int
-    token: datetime
+    lease: Lease
 
 
 def create_job(
@@ -130,8 +135,9 @@ def queue_job(
     now = utcnow()
     claim = None
     if run_here:
-        job.status, job.started_at, job.lease_until = ImportStatus.RUNNING, now, now + LEASE
-        claim = Claim(job.id, now + LEASE)
+        lease = Lease.start(None, LEASE.total_seconds())
+        job.status, job.started_at, job.lease_until = ImportStatus.RUNNING, now, lease.until
+        claim = Claim(job.id, lease)
     else:
         job.status = ImportStatus.QUEUED
     fields = {str(f): header[int(p)] for p, f in job.mapping.items() if f}

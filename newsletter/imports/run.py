@@ -3,7 +3,7 @@
 How "whole or not at all" is guaranteed:
 1. The web request only stores the file in an ``ImportJob`` row (so any worker
    on any host can run it) and, once mapped, queues it.
-2. A worker claims the job with a lease (``FOR UPDATE SKIP LOCKED`` on
+2. A worker claims the job with a lease (newsletter/lease.py: SKIP LOCKED on
    PostgreSQL; SQLite's single writer gives the same) and reads and checks
    every row in short transactions that only move ``processed_rows``. If any
    row has an error the job ends ``failed`` with the errors, and nothing else
@@ -24,18 +24,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from ..database import is_postgresql
+from .. import lease
 from ..extensions import db
 from ..models import ImportJob, ImportStatus, MailingList, StaffUser, utcnow
 from ..service_messages import N_
 from ..staff import audit
 from ..validation import InvalidInput
 from .apply import ConcurrentChange, apply_rows
-from .jobs import LEASE, Claim, LeaseLost, table_of
+from .jobs import IMPORT_JOBS, LEASE, Claim, LeaseLost, table_of
 from .mapping import check_mapping
 from .parse import FileProblem, data_records
 from .validate import INTERNAL_ERROR, MORE_ERRORS, RowError, validate_rows
@@ -48,30 +49,29 @@ CHANGED_MEANWHILE = N_(
 
 
 def claim_next() -> Claim | None:
-    """Lease the oldest queued job (or one whose worker's lease ran out), and commit."""
+    """Lease the oldest queued job (or a running one whose worker's lease ran
+    out), mark it running from the start, and commit."""
+    job_lease = lease.Lease.start(None, LEASE.total_seconds())
     now = utcnow()
-    query = (
-        select(ImportJob)
+    candidates = (
+        select(ImportJob.id)
         .where(
-            or_(
-                ImportJob.status == ImportStatus.QUEUED,
-                (ImportJob.status == ImportStatus.RUNNING) & (ImportJob.lease_until < now),
-            )
+            ImportJob.status.in_((ImportStatus.QUEUED, ImportStatus.RUNNING)),
+            lease.free(IMPORT_JOBS, now),
         )
         .order_by(ImportJob.id)
         .limit(1)
     )
-    if is_postgresql():
-        query = query.with_for_update(skip_locked=True)
-    job = db.session.scalars(query).first()
-    if job is None:
-        db.session.commit()
-        return None
-    job.status, job.started_at, job.lease_until = ImportStatus.RUNNING, now, now + LEASE
-    job.processed_rows = 0
-    claim = Claim(job.id, now + LEASE)
+    rows = lease.claim(
+        IMPORT_JOBS,
+        candidates,
+        job_lease,
+        status=ImportStatus.RUNNING,
+        started_at=now,
+        processed_rows=0,
+    )
     db.session.commit()
-    return claim
+    return Claim(rows[0][0], job_lease) if rows else None
 
 
 def run_claimed(claim: Claim, on_progress: Callable[[int], None] | None = None) -> ImportJob:
@@ -129,7 +129,7 @@ def _run(claim: Claim, on_progress: Callable[[int], None] | None) -> ImportJob:
         imported_by=actor.email if actor else "(command line)",
         now=utcnow(),  # the events happen now, not when checking began
     )
-    _fenced_update(
+    _fenced_finish(
         claim,
         status=ImportStatus.DONE,
         processed_rows=len(checked.rows),
@@ -139,7 +139,6 @@ def _run(claim: Claim, on_progress: Callable[[int], None] | None) -> ImportJob:
         errors=[n.as_dict() for n in counts.notices],
         content=None,  # the addresses now live where erasure finds them
         finished_at=utcnow(),
-        lease_until=None,
     )
     job = db.session.get(ImportJob, claim.job_id) or job
     audit.record(
@@ -163,22 +162,18 @@ def _run(claim: Claim, on_progress: Callable[[int], None] | None) -> ImportJob:
 
 
 def _renew(claim: Claim, rows: int) -> None:
-    """Record progress and extend the lease, if this worker still holds it."""
-    token = utcnow() + LEASE
-    _fenced_update(claim, processed_rows=rows, lease_until=token)
+    """Record progress and extend the lease, if this worker still holds it
+    (LeaseLost otherwise); commit."""
+    if lease.renew(IMPORT_JOBS, [claim.job_id], claim.lease, processed_rows=rows) != 1:
+        db.session.rollback()
+        raise LeaseLost(claim.job_id)
     db.session.commit()
-    claim.token = token
 
 
-def _fenced_update(claim: Claim, **values: object) -> None:
-    """Update the job only while ``claim`` still holds its lease; LeaseLost otherwise."""
-    result = db.session.execute(
-        update(ImportJob)
-        .where(ImportJob.id == claim.job_id, ImportJob.lease_until == claim.token)
-        .values(**values)
-        .execution_options(synchronize_session=False)
-    )
-    if getattr(result, "rowcount", 0) != 1:
+def _fenced_finish(claim: Claim, **values: Any) -> None:
+    """End the job's lease with ``values``, only while ``claim`` still holds it;
+    LeaseLost otherwise. The caller commits."""
+    if lease.settle(IMPORT_JOBS, [claim.job_id], lease=claim.lease, **values) != 1:
         db.session.rollback()
         raise LeaseLost(claim.job_id)
 
@@ -189,13 +184,12 @@ def _finish_failed(claim: Claim, errors: list[RowError], error_count: int) -> Im
     if error_count > len(errors):
         more = error_count - len(errors)
         shown.append({"line": None, "field": "", "message": MORE_ERRORS % {"n": more}})
-    _fenced_update(
+    _fenced_finish(
         claim,
         status=ImportStatus.FAILED,
         errors=shown,
         content=None,
         finished_at=utcnow(),
-        lease_until=None,
     )
     job = db.session.get(ImportJob, claim.job_id)
     assert job is not None
