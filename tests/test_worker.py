@@ -618,11 +618,11 @@ def test_confirmation_is_skipped_when_nothing_is_pending_any_more(
     assert row.last_error == "nothing left to confirm"
 
 
-
 def test_every_outbox_kind_has_exactly_one_renderer() -> None:
     """The dispatcher maps each kind to its feature's renderer, by recipient."""
     assert set(SUBSCRIBER_MAILS).isdisjoint(STAFF_MAILS)
     assert set(SUBSCRIBER_MAILS) | set(STAFF_MAILS) == set(OutboxKind)
+
 
 # --- what the mails look like on the wire --------------------------------------------
 
