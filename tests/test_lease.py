@@ -248,12 +248,12 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 def test_an_outbox_batch_slower_than_its_lease_is_not_sent_twice(
     app: Flask, default_list: MailingList, post_form: PostForm, smtp_server: SMTPServer
 ) -> None:
-    """A batch of 10 mails at 0.25 s each outlasts a 1 s lease. A second worker that
+    """A batch of 16 mails at 0.25 s each outlasts a 2 s lease. A second worker that
     starts after the first one's lease would have run out finds nothing to take over:
     the first renews its lease while it sends, so each mail arrives exactly once."""
-    app.config["OUTBOX_BATCH_SIZE"] = 10
-    app.config["OUTBOX_LEASE_SECONDS"] = 1
-    addresses = [f"slow{n}@example.org" for n in range(10)]
+    app.config["OUTBOX_BATCH_SIZE"] = 16
+    app.config["OUTBOX_LEASE_SECONDS"] = 2
+    addresses = [f"slow{n:02d}@example.org" for n in range(16)]
     for address in addresses:
         assert post_form("/subscribe", {"email": address}).status_code == 200
     db.session.commit()
@@ -272,8 +272,8 @@ def test_an_outbox_batch_slower_than_its_lease_is_not_sent_twice(
 
     first = threading.Thread(target=work)
     first.start()
-    # Six mails take 1.5 s: the lease taken before the first one is 1 s old by now.
-    wait_for(lambda: received() >= 6, timeout=30, what="the first worker to be mid-batch")
+    # Ten mails take 2.5 s: the lease taken before the first one is 2 s old by now.
+    wait_for(lambda: received() >= 10, timeout=30, what="the first worker to be mid-batch")
     second = threading.Thread(target=work)
     second.start()
     for thread in (first, second):
