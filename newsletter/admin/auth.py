@@ -7,6 +7,7 @@ import time
 from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_user, logout_user
 
 from ..extensions import limiter
@@ -38,7 +39,7 @@ def _by_account() -> str:
     be guessed from many IPs (the client's address before anyone is signed in)."""
     if current_user.is_authenticated:
         return f"staff:{current_user.id}"
-    return str(request.remote_addr)
+    return f"ip:{get_remote_address()}"
 
 
 def _safe_next(target: str | None) -> str:
