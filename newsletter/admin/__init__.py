@@ -74,7 +74,15 @@ def _menu() -> dict[str, object]:
 
 def _register_feature_views() -> None:
     """Import the feature modules that add their routes to ``bp``."""
-    from . import campaigns, dashboard, imports, lists, subscribers  # noqa: F401
+    from . import (  # noqa: F401
+        campaign_control,
+        campaign_preview,
+        campaigns,
+        dashboard,
+        imports,
+        lists,
+        subscribers,
+    )
 
 
 @bp.before_request

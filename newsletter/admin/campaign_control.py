@@ -13,6 +13,8 @@ from flask import flash, jsonify, redirect, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_babel import get_locale, pgettext
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel.speaklater import LazyString
 
 from ..campaigns import service
 from ..models import Role
@@ -72,53 +74,55 @@ def state_label(status: str) -> str:
     return pgettext("state", str(status))
 
 
-def _control(
-    campaign_id: int, action: Callable[..., None], done: str, refused: str
-) -> ResponseReturnValue:
-    """Pause, resume or cancel through the service; say what happened."""
-    campaign = loaded(campaign_id)
-    try:
-        action(campaign_id, actor=staff(), ip=client_ip())
-    except service.CampaignStateError:
-        flash(refused % {"s": state_label(campaign.status)}, "error")
-    else:
-        flash(done, "success")
-    return _back(campaign_id)
-
-
-@bp.route("/campaigns/<id:campaign_id>/pause", methods=["POST"])
-@requires(Role.EDITOR)
-def campaign_pause(campaign_id: int) -> ResponseReturnValue:
-    """Stop handing out batches; the batch in flight finishes."""
-    return _control(
-        campaign_id,
+# The three state changes: the service that makes each, what the page says when
+# it happened, and what it says when the campaign's state refused it.
+STATE_CHANGES: dict[str, tuple[Callable[..., None], LazyString, LazyString]] = {
+    "pause": (
         service.pause_campaign,
-        _("The campaign is paused."),
-        _("This campaign cannot be paused: it is %(s)s."),
-    )
-
-
-@bp.route("/campaigns/<id:campaign_id>/resume", methods=["POST"])
-@requires(Role.EDITOR)
-def campaign_resume(campaign_id: int) -> ResponseReturnValue:
-    """Continue where it stopped."""
-    return _control(
-        campaign_id,
+        _l("The campaign is paused."),
+        _l("This campaign cannot be paused: it is %(s)s."),
+    ),
+    "resume": (
         service.resume_campaign,
-        _("The campaign continues."),
-        _("This campaign cannot be resumed: it is %(s)s."),
-    )
-
-
-@bp.route("/campaigns/<id:campaign_id>/cancel", methods=["POST"])
-@requires(Role.EDITOR)
-def campaign_cancel(campaign_id: int) -> ResponseReturnValue:
-    """Stop for good; what is still queued is not sent."""
-    return _control(
-        campaign_id,
+        _l("The campaign continues."),
+        _l("This campaign cannot be resumed: it is %(s)s."),
+    ),
+    "cancel": (
         service.cancel_campaign,
-        _("The campaign is cancelled."),
-        _("This campaign cannot be cancelled: it is %(s)s."),
+        _l("The campaign is cancelled."),
+        _l("This campaign cannot be cancelled: it is %(s)s."),
+    ),
+}
+
+
+def _state_change(name: str) -> Callable[[int], ResponseReturnValue]:
+    """The view for one state change: call its service, say what happened, go back.
+
+    Pause stops handing out batches (the batch in flight finishes), resume
+    continues where it stopped, cancel stops for good (what is queued is not sent).
+    """
+    action, done, refused = STATE_CHANGES[name]
+
+    def view(campaign_id: int) -> ResponseReturnValue:
+        campaign = loaded(campaign_id)
+        try:
+            action(campaign_id, actor=staff(), ip=client_ip())
+        except service.CampaignStateError:
+            flash(str(refused) % {"s": state_label(campaign.status)}, "error")
+        else:
+            flash(str(done), "success")
+        return _back(campaign_id)
+
+    view.__name__ = view.__qualname__ = f"campaign_{name}"
+    return requires(Role.EDITOR)(view)
+
+
+for _name in STATE_CHANGES:
+    bp.add_url_rule(
+        f"/campaigns/<id:campaign_id>/{_name}",
+        endpoint=f"campaign_{_name}",
+        view_func=_state_change(_name),
+        methods=["POST"],
     )
 
 

@@ -202,6 +202,3 @@ def detail_page(
         preview_text=staff_sample(campaign)[1],
         now=utcnow().strftime("%Y-%m-%d %H:%M"),
     )
-
-
-from . import campaign_control, campaign_preview  # noqa: E402,F401  (routes attach to bp)

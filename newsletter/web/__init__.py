@@ -53,7 +53,8 @@ class RedactTokens(logging.Filter):
 
 def init_app(app: Flask) -> None:
     """Register blueprints, headers and error pages."""
-    from . import api, archive, devmailbox, openapi, privacy, public
+    # links and signup attach their routes to public.bp, so they load before it is registered.
+    from . import api, archive, devmailbox, links, openapi, privacy, public, signup  # noqa: F401
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)

@@ -1,4 +1,8 @@
-"""The public blueprint: pages that need no login and set no cookie."""
+"""The public blueprint: pages that need no login and set no cookie.
+
+Its signup and link routes live in signup.py and links.py, which attach them to
+``bp``; init_app imports them before the blueprint is registered.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,3 @@ def healthz() -> ResponseReturnValue:
     if not reachable():
         return jsonify(status="error", database="unreachable"), 503
     return jsonify(status="ok", database="ok")
-
-
-from . import links, signup  # noqa: E402,F401  (routes attach to bp)
