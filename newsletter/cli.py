@@ -13,7 +13,7 @@ from werkzeug.serving import run_simple
 
 from . import create_app
 from .config import ConfigError
-from .ops.cli import check_command
+from .ops.commands import check_command
 from .worker.round import run_worker
 
 
@@ -106,12 +106,12 @@ def _make_group() -> FlaskGroup:
 
 
 def _product_commands() -> list[click.Command]:
-    from .campaigns.cli import campaign_cli
-    from .imports.cli import import_command
-    from .ledger.cli import consent_cli, ledger_cli
-    from .privacy.cli import policy_cli, privacy_cli, purge_command
-    from .staff.cli import staff_cli
-    from .subscriptions.cli import list_cli
+    from .campaigns.commands import campaign_cli
+    from .imports.commands import import_command
+    from .ledger.commands import consent_cli, ledger_cli
+    from .privacy.commands import policy_cli, privacy_cli, purge_command
+    from .staff.commands import staff_cli
+    from .subscriptions.commands import list_cli
     from .subscriptions.export_cli import export_command
     from .worker.commands import worker_command
 

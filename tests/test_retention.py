@@ -199,7 +199,7 @@ def test_purge_command_prints_what_it_did(
 ) -> None:
     assert post_form("/subscribe", {"email": "old@example.org"}).status_code == 200
     db.session.commit()
-    monkeypatch.setattr("newsletter.privacy.cli.utcnow", lambda: later(31))
+    monkeypatch.setattr("newsletter.privacy.commands.utcnow", lambda: later(31))
     result = runner.invoke(args=["purge"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines() == [
