@@ -22,7 +22,7 @@ from newsletter.models import (
     SubscriptionStatus,
     utcnow,
 )
-from newsletter.subscriptions.export import COLUMNS, export_rows, neutralise
+from newsletter.subscriptions.csv_export import COLUMNS, export_rows, neutralise
 from newsletter.subscriptions.lists import current_consent_text
 from newsletter.subscriptions.search import parse_filter
 

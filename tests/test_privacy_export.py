@@ -26,7 +26,7 @@ from newsletter.models import (
     OutboxMessage,
     Subscriber,
 )
-from newsletter.privacy.export import subscriber_data_export
+from newsletter.privacy.data_export import subscriber_data_export
 from newsletter.tokens import Purpose, make_token
 from newsletter.web import RedactTokens
 

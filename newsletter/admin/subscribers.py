@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..models import MailingList, Role, SubscriptionStatus
-from ..subscriptions.export import csv_chunks, export_rows, record_export
+from ..subscriptions.csv_export import csv_chunks, export_rows, record_export
 from ..subscriptions.search import (
     SearchPage,
     SubscriberFilter,

@@ -10,8 +10,8 @@ from flask.cli import AppGroup, with_appcontext
 
 from ..models import utcnow
 from ..validation import InvalidInput
+from .data_export import audited_data_export, subscriber_id_for_address
 from .erasure import UnknownSubscriber
-from .export import audited_data_export, subscriber_id_for_address
 from .policy import MAX_POLICY_BYTES, PolicyError, import_policy
 from .report import processing_record
 from .retention import purge

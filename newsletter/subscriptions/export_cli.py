@@ -9,7 +9,7 @@ from flask.cli import with_appcontext
 
 from ..models import SubscriptionStatus
 from ..validation import InvalidInput
-from .export import csv_chunks, export_rows, record_export
+from .csv_export import csv_chunks, export_rows, record_export
 from .search import parse_filter
 
 

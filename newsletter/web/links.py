@@ -11,7 +11,7 @@ from flask.typing import ResponseReturnValue
 
 from ..ledger import evidence_from_request
 from ..models import Channel, Subscriber, SubscriptionStatus
-from ..privacy import export
+from ..privacy.data_export import request_data_export
 from ..subscriptions import service
 from ..subscriptions.lists import open_lists
 from ..tokens import ExpiredToken, InvalidToken, Purpose, TokenPayload, make_token, payload_of
@@ -121,7 +121,7 @@ def manage(token: str) -> ResponseReturnValue:
     outcome = None
     if request.method == "POST" and form.action.data == "export":
         # The link is mailed to the address, never shown: see request_data_export.
-        export.request_data_export(payload)
+        request_data_export(payload)
         return _render_manage(subscriber, form, None, token=token, export_requested=True)
     if request.method == "POST":
         evidence = evidence_from_request(request)

@@ -15,7 +15,8 @@ from flask.typing import ResponseReturnValue
 
 from ..ledger import evidence_from_request
 from ..models import Channel, PolicyVersion, Subscriber
-from ..privacy import export, policy
+from ..privacy import policy
+from ..privacy.data_export import request_data_export, subscriber_data_export
 from ..privacy.erasure import UnknownSubscriber, erase_subscriber
 from ..subscriptions import service
 from ..tokens import ExpiredToken, InvalidToken, Purpose, TokenPayload, payload_of, read_token
@@ -89,7 +90,7 @@ def data_export(token: str) -> ResponseReturnValue:
         return render_template("public/link_gone.html"), 404
     if request.method == "GET":
         return render_template("public/data_export.html", state="ready")
-    document = export.subscriber_data_export(subscriber.id)
+    document = subscriber_data_export(subscriber.id)
     day = document["generated_at"][:10]
     return Response(
         json.dumps(document, indent=2, ensure_ascii=False) + "\n",
@@ -104,7 +105,7 @@ def _export_expired(payload: TokenPayload) -> ResponseReturnValue:
         return render_template("public/link_gone.html"), 404
     state = "expired"
     if request.method == "POST" and request.form.get("resend"):
-        export.request_data_export(payload)
+        request_data_export(payload)
         state = "resent"
     return render_template("public/data_export.html", state=state), 410
 

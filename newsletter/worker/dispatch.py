@@ -16,7 +16,7 @@ from ..extensions import db
 from ..mail.message import OutgoingMail
 from ..mail.render import NothingToSend
 from ..models import OutboxKind, OutboxMessage, StaffUser, Subscriber
-from ..privacy.export_mail import data_export_mail
+from ..privacy.data_export_mail import data_export_mail
 from ..subscriptions.mails import confirmation_mail, welcome_mail
 
 # Kinds sent to a subscriber, rendered in the subscriber's language.
