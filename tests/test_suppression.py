@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from email.message import EmailMessage
 
 from flask import Flask
 from sqlalchemy import func, select
 
+from newsletter.campaigns.service import create_campaign, start_campaign
 from newsletter.extensions import db
 from newsletter.ledger.keys import email_digest, email_digests, ledger_keys
-from newsletter.models import Suppression
+from newsletter.models import MailingList, Suppression
 from newsletter.subscriptions import suppression
 
 from .conftest import TEST_SECRET
@@ -91,3 +93,29 @@ def test_the_batch_check_covers_more_digests_than_one_query_takes(app: Flask) ->
     needle = email_digest("needle@example.org")
     # The one suppressed digest at the very end, past two full chunks, and repeated.
     assert suppression.suppressed_among([*haystack, needle, needle]) == {needle}
+
+
+def test_a_campaign_skips_an_address_suppressed_under_a_key_from_before_a_rotation(
+    app: Flask,
+    default_list: MailingList,
+    subscribed: Callable[..., EmailMessage],
+    deliver: Callable[[], list[EmailMessage]],
+) -> None:
+    """A bounce recorded before SECRET_KEY was rotated is stored under the old key's
+    digest; the claim-time check looks under every key in use, so it is still skipped."""
+    for address in ("kept@example.org", "bounced@example.org"):
+        subscribed(address)
+    old_secret = "the-secret-before-the-rotation-0123456789-abcdef"
+    app.config["SECRET_KEY_FALLBACKS"] = [old_secret]
+    old_key = ledger_keys()[1]
+    db.session.add(
+        Suppression(email_digest=email_digest("bounced@example.org", old_key), reason="bounce")
+    )
+    db.session.commit()
+    assert suppression.is_suppressed("bounced@example.org")
+
+    campaign = create_campaign(default_list.slug, "After the rotation", "Hej\n")
+    start_campaign(campaign.id)
+    mails = deliver()
+
+    assert [mail["To"].addresses[0].addr_spec for mail in mails] == ["kept@example.org"]

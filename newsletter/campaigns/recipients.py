@@ -14,7 +14,7 @@ from sqlalchemy import Row, select
 
 from ..database import among
 from ..extensions import db
-from ..ledger.keys import email_digest
+from ..ledger.keys import email_digest, ledger_keys
 from ..models import Subscriber, Subscription, SubscriptionStatus
 from ..models.campaigns import DeliveryStatus
 from ..subscriptions.suppression import suppressed_among
@@ -62,8 +62,13 @@ def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Recipi
             if row.list_id == list_id and row.subscriber_id is not None
         }
         people.update(((list_id, row.id), row) for row in _subscribers(list_id, ids))
-    digests = {row.email_key: email_digest(row.email_key) for row in people.values()}
-    suppressed = suppressed_among(list(digests.values()))
+    # Under every ledger key in use: an address suppressed before SECRET_KEY was
+    # rotated is stored under the old key's digest and must still be skipped.
+    keys = ledger_keys()
+    digests = {
+        row.email_key: {email_digest(row.email_key, key) for key in keys} for row in people.values()
+    }
+    suppressed = suppressed_among([d for options in digests.values() for d in options])
     recipients: list[Recipient] = []
     skip: list[int] = []
     for claim in claimed:
@@ -72,7 +77,7 @@ def load_recipients(claimed: list[Claimed], batch: DeliveryBatch) -> list[Recipi
         if (
             person is None  # erased since the start
             or person.status != SubscriptionStatus.ACTIVE
-            or digests[person.email_key] in suppressed
+            or not digests[person.email_key].isdisjoint(suppressed)
         ):
             skip.append(claim.id)
             continue
