@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import ipaddress
 import os
 import threading
@@ -111,10 +113,12 @@ def _product_commands() -> list[click.Command]:
     from .ledger.commands import consent_cli, ledger_cli
     from .privacy.commands import policy_cli, privacy_cli, purge_command
     from .staff.commands import staff_cli
-    from .subscriptions.commands import list_cli
-    from .subscriptions.export_cli import export_command
+    from .subscriptions.commands import export_command, list_cli
     from .worker.commands import worker_command
 
+    # A list's CSV commands sit together under `list`; the import lives in its
+    # own package, so it joins the group here (add_command is idempotent).
+    list_cli.add_command(import_command)
     return [
         worker_command,
         ledger_cli,
@@ -122,12 +126,23 @@ def _product_commands() -> list[click.Command]:
         list_cli,
         campaign_cli,
         staff_cli,
-        export_command,
-        import_command,
+        alias(export_command, "list export"),
+        alias(import_command, "list import"),
         policy_cli,
         privacy_cli,
         purge_command,
     ]
+
+
+def alias(command: click.Command, of: str) -> click.Command:
+    """``command`` under its former top-level name, for scripts written before it
+    joined a group: the same options and behaviour, and help that names the
+    command it stands for (``of``, such as ``"list export"``)."""
+    twin = copy.copy(command)
+    summary = command.get_short_help_str(limit=200)
+    twin.short_help = f"Alias of `{of}`: {summary[:1].lower()}{summary[1:]}"
+    twin.help = f"Alias of `newsletter {of}`.\n\n{inspect.cleandoc(command.help or '')}"
+    return twin
 
 
 def register_commands(app: Flask) -> None:

@@ -281,6 +281,43 @@ def test_ensure_default_is_a_no_op_when_any_list_exists(
     assert [m.slug for m in lists()] == ["tech"]
 
 
+# -- which export, which import: the help says -------------------------------------------------
+
+
+def listed(runner: FlaskCliRunner, *group: str) -> dict[str, str]:
+    """The commands a group's --help lists, each with its summary (wrapped lines joined)."""
+    result = runner.invoke(args=[*group, "--help"])
+    assert result.exit_code == 0, result.output
+    summaries: dict[str, str] = {}
+    name = ""
+    for line in result.output.split("Commands:", 1)[1].splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            name, _, summary = line.strip().partition(" ")
+            summaries[name] = summary.strip()
+        elif line.strip():
+            summaries[name] += " " + line.strip()
+    return summaries
+
+
+def test_help_tells_a_lists_csv_from_one_persons_data_and_from_a_policy(
+    runner: FlaskCliRunner,
+) -> None:
+    top = listed(runner)
+    assert top["export"].startswith("Alias of `list export`: a list's subscribers as CSV")
+    assert top["import"].startswith("Alias of `list import`: a list's subscribers from a CSV")
+    in_list = listed(runner, "list")
+    assert {"create", "ensure-default", "export", "import"} <= set(in_list)
+    assert in_list["export"].startswith("A list's subscribers as CSV")
+    assert in_list["import"].startswith("A list's subscribers from a CSV file")
+    assert listed(runner, "privacy")["export"].startswith("One person's data as JSON")
+    assert listed(runner, "policy")["import"].startswith("A privacy-policy version")
+    for alias, of in (("export", "list export"), ("import", "list import")):
+        result = runner.invoke(args=[alias, "--help"])
+        assert result.exit_code == 0, result.output
+        assert f"Alias of `newsletter {of}`." in result.output
+        assert "--list" in result.output
+
+
 # -- newsletter worker --once -----------------------------------------------------------------
 
 

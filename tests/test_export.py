@@ -1,5 +1,5 @@
-"""CSV export: the console's filtered view and `newsletter export`, streamed, with
-spreadsheet formulas neutralised, and audited."""
+"""CSV export: the console's filtered view and `newsletter list export` (alias
+`newsletter export`), streamed, with spreadsheet formulas neutralised, and audited."""
 
 from __future__ import annotations
 
@@ -194,6 +194,26 @@ def test_export_command_writes_a_lists_csv(
         "filter": {"list": "news", "status": "active"},
         "target": f"file {target}",
     }
+
+
+@pytest.mark.parametrize("command", [["list", "export"], ["export"]])
+def test_list_export_and_its_top_level_alias_write_the_same_audited_csv(
+    runner: FlaskCliRunner, make_list: Callable[..., MailingList], command: list[str]
+) -> None:
+    news = make_list("news", "News")
+    add("ada@example.org", news, name="Ada")
+    add("gone@example.org", news, SubscriptionStatus.UNSUBSCRIBED)
+
+    result = runner.invoke(args=[*command, "--list", "news", "--status", "active"])
+    assert result.exit_code == 0, result.output
+    assert [(r["email"], r["status"]) for r in parse(result.stdout)] == [
+        ("ada@example.org", "active")
+    ]
+    [entry] = exports()
+    assert entry.details == {"filter": {"list": "news", "status": "active"}, "target": "stdout"}
+    refused = runner.invoke(args=[*command, "--list", "nope"])
+    assert refused.exit_code == 2
+    assert "Unknown list" in refused.output
 
 
 def test_export_command_refuses_an_unknown_list(runner: FlaskCliRunner, app) -> None:

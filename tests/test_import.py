@@ -468,7 +468,7 @@ def test_a_leased_job_is_not_taken_by_a_second_worker_until_the_lease_ends(
     assert db.session.scalar(select(func.count(Subscriber.id))) == 4
 
 
-# -- newsletter import FILE --list SLUG ---------------------------------------------------------
+# -- newsletter list import FILE --list SLUG (alias: newsletter import) ---------------------------
 
 
 def test_command_imports_a_file(
@@ -484,6 +484,26 @@ def test_command_imports_a_file(
     db.session.commit()
     assert db.session.scalar(select(func.count(Subscription.id))) == 4
     assert verify_chain().ok
+
+
+@pytest.mark.parametrize("command", [["list", "import"], ["import"]])
+def test_list_import_and_its_top_level_alias_import_the_same_way(
+    runner: FlaskCliRunner,
+    make_list: Callable[..., MailingList],
+    tmp_path: Path,
+    command: list[str],
+) -> None:
+    make_list("topic", "Topic")
+    path = tmp_path / "people.csv"
+    path.write_bytes(GOOD)
+    result = runner.invoke(args=[*command, str(path), "--list", "topic"])
+    assert result.exit_code == 0, result.output
+    assert "2 active, 2 pending" in result.stdout
+    db.session.commit()
+    assert db.session.scalar(select(func.count(Subscription.id))) == 4
+    refused = runner.invoke(args=[*command, str(path), "--list", "nope"])
+    assert refused.exit_code == 1
+    assert "No list 'nope'" in refused.output
 
 
 def test_command_refuses_a_file_with_errors_and_imports_nothing(

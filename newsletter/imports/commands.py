@@ -1,4 +1,4 @@
-"""``newsletter import FILE --list SLUG``: the console's CSV import, run in the command."""
+"""``newsletter list import FILE --list SLUG``: the console's CSV import, run in the command."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .run import run_claimed
 from .validate import RowError
 
 
-@click.command("import")
+@click.command("import", short_help="A list's subscribers from a CSV file, all or nothing.")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--list", "slug", required=True, help="Slug of the list to import into.")
 @click.option(
@@ -32,11 +32,12 @@ from .validate import RowError
 )
 @with_appcontext
 def import_command(file: Path, slug: str, columns: tuple[str, ...]) -> None:
-    """Import subscribers from a CSV file, whole or not at all.
+    """Import subscribers into a list from a CSV file, whole or not at all.
 
     Rows with consent evidence (consented_at and source) become active; rows
     without become pending and get a confirmation mail. Exits 1, importing
-    nothing, when any row has an error.
+    nothing, when any row has an error. (A privacy-policy version is imported
+    by `newsletter policy import`.)
     """
     if file.stat().st_size > MAX_FILE_BYTES:
         raise click.ClickException(f"{file} is larger than {MAX_FILE_BYTES // 2**20} MB.")

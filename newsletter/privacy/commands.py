@@ -16,14 +16,26 @@ from .policy import MAX_POLICY_BYTES, PolicyError, import_policy
 from .report import processing_record
 from .retention import purge
 
-policy_cli = AppGroup("policy", help="Privacy-policy versions.")
-privacy_cli = AppGroup("privacy", help="Data protection: exports and the record of processing.")
+policy_cli = AppGroup(
+    "policy",
+    help="Privacy-policy versions (the document, not subscribers).",
+    short_help="Privacy-policy versions: import one from Markdown.",
+)
+privacy_cli = AppGroup(
+    "privacy",
+    help="Data protection: one person's data as JSON and the record of processing.",
+    short_help="Data protection: one person's data; the record of processing.",
+)
 
 
-@policy_cli.command("import")
+@policy_cli.command(
+    "import", short_help="A privacy-policy version from Markdown (not subscribers)."
+)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def import_command(file: Path) -> None:
     """Import a privacy-policy version from Markdown with YAML front matter.
+
+    Subscribers come from a CSV file with `newsletter list import`.
 
     The effective date comes from an `effective:` or `date:` key, or from a
     "Dato for seneste opdatering: DD.MM.YYYY" line in the text. Versions are
@@ -59,10 +71,13 @@ def purge_command() -> None:
         click.echo(line)
 
 
-@privacy_cli.command("export")
+@privacy_cli.command("export", short_help="One person's data as JSON (GDPR Art. 15, 20).")
 @click.argument("email")
 def export_command(email: str) -> None:
-    """Print everything held about one address as JSON (GDPR Art. 15/20)."""
+    """Print everything held about one address as JSON (GDPR Art. 15, 20).
+
+    A list's subscribers as CSV is `newsletter list export`.
+    """
     try:
         subscriber_id = subscriber_id_for_address(email)
     except InvalidInput as exc:
@@ -73,7 +88,9 @@ def export_command(email: str) -> None:
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
 
 
-@privacy_cli.command("report")
+@privacy_cli.command(
+    "report", short_help="The GDPR Art. 30 record of processing, from the live settings."
+)
 def report_command() -> None:
     """Print the GDPR Art. 30 record of processing from the live settings."""
     click.echo(processing_record())

@@ -1,4 +1,4 @@
-"""CSV export of subscribers (a filtered console view, or `newsletter export`).
+"""CSV export of subscribers (a filtered console view, or `newsletter list export`).
 
 One row per subscription: who, which list, its status and the consent times.
 Rows are produced in keyset batches, each read in its own short unit of work,
