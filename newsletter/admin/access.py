@@ -28,7 +28,6 @@ def requires(role: Role) -> Callable[[F], F]:
                 abort(403)
             return view(*args, **kwargs)
 
-        wrapper.required_role = role  # type: ignore[attr-defined]
         return cast(F, wrapper)
 
     return decorate

@@ -22,11 +22,6 @@ from ..models.campaigns import SendRateBucket
 MAX_WAIT_SECONDS = 1.0
 
 
-def take_send_tokens(wanted: int) -> int:
-    """Take up to ``wanted`` tokens; returns how many were granted (0 = wait)."""
-    return _take(wanted)[0]
-
-
 def wait_for_send_tokens(wanted: int) -> int:
     """Take tokens for a batch, waiting while other workers use the whole rate.
 

@@ -182,19 +182,6 @@ def update_list(
 
 
 @transactional
-def new_consent_version(
-    list_id: int, text: str, *, actor: StaffUser, ip: str | None = None
-) -> ConsentText | None:
-    """Add a consent text version; None when the text is unchanged.
-
-    Earlier versions are never touched: subscriptions and ledger events keep
-    their ids, and new signups see the new version from now on.
-    """
-    version = _add_consent_version(_locked(list_id), text, actor, ip)
-    return version
-
-
-@transactional
 def set_archived(
     list_id: int, archived: bool, *, actor: StaffUser, ip: str | None = None
 ) -> MailingList:
@@ -223,7 +210,11 @@ def _locked(list_id: int) -> MailingList:
 def _add_consent_version(
     mailing_list: MailingList, raw: str, actor: StaffUser | None, ip: str | None
 ) -> ConsentText | None:
-    """Insert the next version unless the text is the one in force (in the caller's transaction)."""
+    """Insert the next version unless the text is the one in force (in the caller's transaction).
+
+    Earlier versions are never touched: subscriptions and ledger events keep
+    their ids, and new signups see the new version from now on.
+    """
     text = _clean_text("consent_text", raw, MAX_CONSENT_TEXT)
     if not text:
         raise InvalidInput("consent_text", _("A list needs a consent text."))
