@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Staff subscriber search at a million subscribers on PostgreSQL (issue 4, point 4).
+"""Staff subscriber search at a million subscribers on PostgreSQL.
 
 What one run does:
 

@@ -59,8 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_MAX_ATTEMPTS": 8,
     "OUTBOX_LEASE_SECONDS": 300,
     "OUTBOX_RETRY_BASE_SECONDS": 30,
-    # Campaign sending (DESIGN §4). SEND_RATE (messages/s, all workers together;
-    # 0 = unlimited) is above.
+    # Campaign sending: batches leased by any number of workers. SEND_RATE
+    # (messages/s, all workers together; 0 = unlimited) is above.
     "DELIVERY_BATCH_SIZE": 500,
     "DELIVERY_LEASE_SECONDS": 300,
     "DELIVERY_MAX_ATTEMPTS": 8,
@@ -81,6 +81,23 @@ DEFAULTS: dict[str, Any] = {
     "BABEL_DEFAULT_LOCALE": "da",
     "LANGUAGES": ["da", "en"],
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    # Database timeouts, in seconds (0 turns one off); docs/deploy.md, "Timeouts".
+    # Each is well below the leases above, so a worker cut from the database
+    # fails with a logged error long before another worker may take its rows.
+    "DATABASE_CONNECT_TIMEOUT": 5,
+    # Unacknowledged data (a statement sent into a partition) fails after this.
+    "DATABASE_TCP_USER_TIMEOUT": 5,
+    # A silent connection is probed after IDLE, then every INTERVAL, COUNT times.
+    "DATABASE_KEEPALIVE_IDLE": 5,
+    "DATABASE_KEEPALIVE_INTERVAL": 2,
+    "DATABASE_KEEPALIVE_COUNT": 3,
+    # Bulk work (campaign start, CSV import, retention, migrations) lifts the
+    # statement timeout for its own transaction: see database.allow_long_statements.
+    "DATABASE_STATEMENT_TIMEOUT": 60,
+    # Waiting for a row or table lock; on SQLite the busy timeout.
+    "DATABASE_LOCK_TIMEOUT": 30,
+    # The server ends a session left idle inside a transaction this long.
+    "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT": 120,
     # Staff console (/admin). The session cookie is HttpOnly and SameSite=Lax,
     # and Secure whenever BASE_URL is https (set in load_config).
     "SESSION_COOKIE_NAME": "newsletter_staff",
@@ -92,7 +109,7 @@ DEFAULTS: dict[str, Any] = {
     # Staff forms carry a CSRF token (Flask-WTF); it lives as long as the session.
     "WTF_CSRF_TIME_LIMIT": None,
     # CSRF is checked for every /admin POST by the admin blueprint; public POSTs
-    # are authorised by Origin or by their signed token instead (DESIGN §1).
+    # are authorised by Origin or by their signed token instead and set no cookie.
     "WTF_CSRF_CHECK_DEFAULT": False,
 }
 

@@ -204,7 +204,8 @@ def test_each_role_gets_what_the_table_says(
 
 
 def header_problems(route: Route, response) -> list[str]:
-    """Security headers every console response must carry (issue 7 §2)."""
+    """Security headers every console response must carry: a CSP allowing only our own
+    scripts, and the rest checked below."""
     headers = response.headers
     csp = headers.get("Content-Security-Policy", "")
     problems = []

@@ -1,4 +1,4 @@
-"""Issue 4's "done when", in headless Chromium with the real worker running.
+"""The staff console end to end, in headless Chromium with the real worker running.
 
 An owner creates an editor and requires two-factor login; the editor enrols,
 logs in with a code, imports a CSV, composes a campaign with its live preview,

@@ -1,4 +1,4 @@
-"""Campaign mails in the recipient's language (issue 6).
+"""Campaign mails in the recipient's language: the layout in theirs, the text as written.
 
 Subject and body are sent as staff wrote them; the layout around them (the
 reason for the mail, the link labels, ``<html lang>``) is in each recipient's

@@ -6,7 +6,7 @@ base64 raw seed as private key). The public key is served to ``dkim.verify``
 by a ``dnsfunc`` standing in for DNS. The bytes verified are exactly what the
 loopback SMTP server received: a confirmation mail, a welcome mail and a
 campaign mail (one of them to an address that needs SMTPUTF8). The signature
-covers the headers DESIGN §1 names, List-Unsubscribe and List-Unsubscribe-Post
+covers every header ``mail.dkim.SIGNED_HEADERS`` lists, List-Unsubscribe and List-Unsubscribe-Post
 included, so changing or adding one of them makes verification fail.
 """
 

@@ -1,4 +1,4 @@
-"""Erasure (issue 5 §3): the address leaves every table, the ledger still verifies, the
+"""Erasure (GDPR Art. 17): the address leaves every table, the ledger still verifies, the
 address is suppressed until the person signs up anew and confirms."""
 
 from __future__ import annotations

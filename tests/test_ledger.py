@@ -1,4 +1,4 @@
-"""The consent ledger: a verifiable hash chain of consent events (DESIGN §3).
+"""The consent ledger: a verifiable, keyed hash chain of consent events.
 
 The history is made the way people make it (the hosted form, the JSON API,
 confirm links, unsubscribe links, the preference page); tampering is done the

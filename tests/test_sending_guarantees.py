@@ -1,4 +1,5 @@
-"""The sending guarantees of issue 3, point 5, each proved end to end.
+"""The sending guarantees, each proved end to end: every recipient gets one mail, even
+when a worker dies, the server is down or the campaign is paused, resumed or cancelled.
 
 Campaigns go to the real loopback SMTP server (aiosmtpd, see fixtures/smtp.py),
 sent by real ``newsletter worker`` processes or by the real worker loop in
@@ -12,7 +13,7 @@ still sends.
 
 The guarantees between several worker processes at once (no delivery sent
 twice, SEND_RATE shared by all workers, a batch outlasting its lease) are the
-scale-out set-up of DESIGN §4: N workers against one PostgreSQL. They run only
+scale-out set-up: N workers against one PostgreSQL. They run only
 with NEWSLETTER_TEST_BACKEND=postgresql. Everything else runs on both backends.
 """
 
@@ -64,7 +65,8 @@ from .fixtures.smtp import SMTPServer
 
 _ON_POSTGRESQL = pytest.mark.skipif(
     BACKEND != "postgresql",
-    reason="several workers at once is the PostgreSQL set-up (DESIGN §4); SQLite is the "
+    reason="several workers at once is the PostgreSQL set-up (row locks, SKIP LOCKED); "
+    "SQLite is the "
     "single-writer embedded default. Run with NEWSLETTER_TEST_BACKEND=postgresql",
 )
 

@@ -1,4 +1,4 @@
-"""Messages raised by services reach staff pages in the page's language (issue 6).
+"""Messages raised by services reach staff pages in the page's language.
 
 The console has no language switch of its own: Accept-Language decides, so a
 Danish member of staff is a client that asks for ``da``. Each case triggers a

@@ -112,7 +112,7 @@ POST_BODIES: dict[str, dict[str, Any]] = {
 def test_no_public_route_sets_a_cookie(app: Flask, client: FlaskClient, people: People) -> None:
     rules = public_rules(app)
     endpoints = {rule.endpoint for rule in rules}
-    # The routes this issue is about are among them (a renamed one would slip out).
+    # The routes a subscriber meets are among them (a renamed one would slip out).
     assert {
         "public.subscribe_form",
         "public.confirm",

@@ -1,4 +1,4 @@
-"""The campaign delivery engine (DESIGN §4).
+"""The campaign delivery engine: any number of workers share one database.
 
 One batch: take send-rate tokens, lease queued deliveries of sending
 campaigns (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), re-check consent and

@@ -1,1 +1,1 @@
-"""CSV import into a list: parse, map, validate, run (issue 4, point 7)."""
+"""CSV import into a list: parse, map, validate, run; checked whole, written whole."""

@@ -1,4 +1,4 @@
-"""The append-only consent ledger (DESIGN §3)."""
+"""The append-only consent ledger: consent events in a keyed hash chain, and its head."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ class ConsentEvent(db.Model):  # type: ignore[name-defined]
     )
     list_id: Mapped[int | None] = mapped_column(ForeignKey("lists.id"))
     consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_texts.id"))
-    # The privacy policy in force when the event happened (DESIGN §3). NULL on
+    # The privacy policy in force when the event happened. NULL on
     # events from before policy versions existed, or while none is imported;
     # the row hash covers it whenever it is set (see ledger.chain.row_hash).
     policy_version_id: Mapped[int | None] = mapped_column(ForeignKey("privacy_policies.id"))

@@ -1,1 +1,2 @@
-"""Data protection (GDPR): erasure, withdrawal on someone's behalf, and issue 5's services."""
+"""Data protection (GDPR): erasure, withdrawal on someone's behalf, a person's data export,
+privacy-policy versions, retention and the record of processing."""

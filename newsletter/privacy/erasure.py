@@ -1,4 +1,4 @@
-"""Erasure (GDPR Art. 17; issue 5 §3): remove a subscriber's personal data everywhere.
+"""Erasure (GDPR Art. 17): remove a subscriber's personal data everywhere.
 
 What erasure does, in one transaction:
 
@@ -8,7 +8,7 @@ What erasure does, in one transaction:
 - an ``erased`` event is appended to the ledger;
 - the ledger's personal fields (email, ip, user_agent, source_url) of every
   event of the address are nulled, this one included. They enter the row hash
-  only through ``personal_digest`` (DESIGN §3), so ``newsletter ledger verify``
+  only through ``personal_digest``, so ``newsletter ledger verify``
   still passes, and the keyed ``email_digest`` still matches a disputed address;
 - deliveries lose their subscriber and their SMTP error text (a refusal
   usually quotes the address); queued ones are skipped by the worker, which
