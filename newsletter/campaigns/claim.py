@@ -80,10 +80,10 @@ def _claim(
     return (id, campaign_id, subscriber_id, attempts) of each.
 
     ``campaign_id = :id`` rather than ``IN (sending campaigns)``: with the IN,
-    PostgreSQL read every queued row of the campaign after the cursor and
-    sorted them to keep 500 (75.6 ms a claim at 1,000,000 recipients, against
-    0.66 ms), because the nested loop over campaigns returns rows in no useful
-    order. The campaign's status is checked again in the same statement, so a
+    PostgreSQL reads every queued row of the campaign after the cursor and
+    sorts them to keep a batch, because the nested loop over campaigns returns
+    rows in no useful order (docs/performance.md, "Why the code is shaped this
+    way"). The campaign's status is checked again in the same statement, so a
     pause or cancel that commits before it is never missed.
     """
     still_sending = (

@@ -111,9 +111,9 @@ class EncodedBody:
     the end of one piece and an LF at the start of the next would otherwise be
     read as two line ends instead of one.
 
-    Quoted-printable was 55.9 of the 63.6 µs that building a message took, for
-    the same 10 KB in every mail. Here only the personal values are encoded per
-    recipient, each on lines of its own between soft line breaks ("=" CRLF),
+    Quoted-printable was most of what building a message cost, for the same
+    body in every mail (docs/performance.md). Here only the personal values are
+    encoded per recipient, each on lines of its own between soft line breaks ("=" CRLF),
     which decode to nothing: the decoded body is exactly the template with the
     values filled in, and no join makes a line longer than 76 characters.
     """

@@ -22,7 +22,7 @@ def _dummy_hash() -> str:
     address takes as long as one for a known address (no account enumeration).
 
     Made on first use, not at import: every process imports this module (the
-    worker too), and one argon2 hash costs 64 MiB of memory and ~50 ms.
+    worker too), and one argon2 hash takes 64 MiB of memory and noticeable CPU time.
     """
     return _hasher.hash(secrets.token_urlsafe(16))
 
