@@ -66,6 +66,10 @@ def run_migrations_online():
     with target_db.engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_db.metadata, **conf_args)
         with context.begin_transaction():
+            if connection.dialect.name == "postgresql":
+                # A migration may rewrite or index a large table: no statement
+                # timeout for its transaction (the app's default suits requests).
+                connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
             context.run_migrations()
 
 

@@ -1,14 +1,15 @@
-"""Database engine set-up (SQLite pragmas and write locking) and dialect-aware SQL."""
+"""Database engine set-up (timeouts, SQLite pragmas and write locking) and dialect-aware SQL."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from flask import Flask
 from sqlalchemy import BigInteger, ColumnElement, String, any_, bindparam, event, text
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.engine import Connection, Engine, ExceptionContext
+from sqlalchemy.engine import Connection, Engine, ExceptionContext, make_url
 
 from .extensions import db
 from .transaction import discard_failed_transaction
@@ -18,12 +19,89 @@ def init_app(app: Flask) -> None:
     """Bind Flask-SQLAlchemy and tune SQLite for a web app plus a worker."""
     from . import models  # noqa: F401  (register the tables on the metadata)
 
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(app.config, url)
     db.init_app(app)
     with app.app_context():
         engine = db.engine
         if engine.dialect.name == "sqlite":
-            _configure_sqlite(engine)
+            busy_ms = _milliseconds(app.config, "DATABASE_LOCK_TIMEOUT") or 2**31 - 1  # 0: no bound
+            _configure_sqlite(engine, busy_ms)
         event.listen(engine, "handle_error", _failed_ping_means_reconnect)
+
+
+def engine_options(config: Mapping[str, Any], url: str) -> dict[str, Any]:
+    """The engine options with every PostgreSQL connection's timeouts in its connect
+    arguments (SQLite takes its lock timeout as a pragma, see _configure_sqlite)."""
+    options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        given = parsed.query.get("options")
+        connect_args = postgresql_timeouts(config, given if isinstance(given, str) else None)
+        options["connect_args"] = {**connect_args, **dict(options.get("connect_args") or {})}
+    return options
+
+
+def postgresql_timeouts(config: Mapping[str, Any], options: str | None = None) -> dict[str, Any]:
+    """libpq parameters bounding connect, silence and unacknowledged data on the
+    client's socket, and server settings bounding each statement, lock wait and
+    idle transaction, and the server's own socket to a client that vanished.
+
+    Both ends must give up: the client so the worker logs an error and stops,
+    the server so the vanished worker's transaction and row locks go. ``options``
+    (from the URL) come first; a 0 setting turns that timeout off.
+    """
+    idle = _seconds(config, "DATABASE_KEEPALIVE_IDLE")
+    interval = _seconds(config, "DATABASE_KEEPALIVE_INTERVAL")
+    count = int(config.get("DATABASE_KEEPALIVE_COUNT") or 0)
+    user_timeout = _milliseconds(config, "DATABASE_TCP_USER_TIMEOUT")
+    server = {
+        "statement_timeout": _milliseconds(config, "DATABASE_STATEMENT_TIMEOUT"),
+        "lock_timeout": _milliseconds(config, "DATABASE_LOCK_TIMEOUT"),
+        "idle_in_transaction_session_timeout": _milliseconds(
+            config, "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT"
+        ),
+        "tcp_keepalives_idle": idle,
+        "tcp_keepalives_interval": interval,
+        "tcp_keepalives_count": count,
+        "tcp_user_timeout": user_timeout,
+        # During a long statement, look every interval whether the client is still there.
+        "client_connection_check_interval": interval * 1000 if idle else 0,
+    }
+    flags = " ".join(f"-c {name}={value}" for name, value in server.items())
+    args: dict[str, Any] = {
+        "options": f"{options} {flags}" if options else flags,
+        "keepalives": 1 if idle else 0,
+        "tcp_user_timeout": user_timeout,
+    }
+    if idle:
+        args.update(keepalives_idle=idle, keepalives_interval=interval, keepalives_count=count)
+    connect = _seconds(config, "DATABASE_CONNECT_TIMEOUT")
+    if connect:
+        args["connect_timeout"] = max(connect, 2)  # libpq's minimum
+    return args
+
+
+def _seconds(config: Mapping[str, Any], name: str) -> int:
+    """A timeout setting as whole seconds, rounded up (libpq takes no fractions)."""
+    return max(0, math.ceil(float(config.get(name) or 0)))
+
+
+def _milliseconds(config: Mapping[str, Any], name: str) -> int:
+    """A timeout setting in seconds (fractions allowed) as milliseconds."""
+    return max(0, round(float(config.get(name) or 0) * 1000))
+
+
+def allow_long_statements() -> None:
+    """Lift the statement timeout for the rest of the current transaction.
+
+    For bulk work whose single statements grow with the data (enqueueing a
+    campaign's deliveries, a CSV import's COPY, retention): the default timeout
+    is sized for everything else. Keepalives, the TCP user timeout and the lock
+    timeout still apply, so a partition or a lock wait fails as usual.
+    """
+    if is_postgresql():
+        db.session.execute(text("SET LOCAL statement_timeout = 0"))
 
 
 def _failed_ping_means_reconnect(context: ExceptionContext) -> None:
@@ -41,8 +119,8 @@ def _failed_ping_means_reconnect(context: ExceptionContext) -> None:
         context.is_disconnect = True
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    """WAL, foreign keys, a busy timeout, and ``BEGIN IMMEDIATE``.
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    """WAL, foreign keys, the lock timeout as busy timeout, and ``BEGIN IMMEDIATE``.
 
     SQLite has one writer. A deferred transaction that reads and then writes
     can fail at once with "database is locked" when another connection wrote
@@ -56,7 +134,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.close()

@@ -16,6 +16,7 @@ from flask import current_app
 from flask_babel import force_locale
 from sqlalchemy import func, insert, literal, select, update
 
+from ..database import allow_long_statements
 from ..extensions import db
 from ..models import (
     OutboxKind,
@@ -159,6 +160,7 @@ def _begin_sending(campaign: Campaign) -> int:
     statement = insert(Delivery).from_select(
         ["campaign_id", "subscriber_id", "status", "attempts", "next_attempt_at"], recipients
     )
+    allow_long_statements()  # one statement for the whole list
     db.session.execute(statement)
     # Counted rather than taken from rowcount, which SQLAlchemy with psycopg
     # reports as -1 for INSERT ... SELECT; the (campaign_id, status) index serves it.

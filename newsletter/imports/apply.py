@@ -24,6 +24,7 @@ from flask import current_app
 from sqlalchemy import bindparam, select, update
 
 from ..bulk import bulk_insert
+from ..database import allow_long_statements
 from ..extensions import db
 from ..ledger.batch import append_events
 from ..ledger.keys import email_digest, ledger_keys
@@ -81,6 +82,7 @@ def apply_rows(
 ) -> ImportCounts:
     """Write ``rows`` (all valid) to list ``list_id``; the caller commits."""
     counts = ImportCounts()
+    allow_long_statements()  # COPY and set-based statements over every row
     text_id = current_consent_text(list_id).id
     known = _known_subscribers(rows, list_id)
     suppressed = _suppressed(rows)

@@ -25,6 +25,16 @@ from ..config import DEFAULTS, MIN_SECRET_LENGTH, WEAK_SECRETS, normalise_databa
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 TIMEOUT = 5
+TIMEOUT_SETTINGS = (
+    "DATABASE_CONNECT_TIMEOUT",
+    "DATABASE_TCP_USER_TIMEOUT",
+    "DATABASE_KEEPALIVE_IDLE",
+    "DATABASE_KEEPALIVE_INTERVAL",
+    "DATABASE_STATEMENT_TIMEOUT",
+    "DATABASE_LOCK_TIMEOUT",
+    "DATABASE_IDLE_IN_TRANSACTION_TIMEOUT",
+)
+LEASE_SETTINGS = ("DELIVERY_LEASE_SECONDS", "OUTBOX_LEASE_SECONDS")
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,7 @@ def read_settings(instance_path: str) -> Config:
 def run_checks(config: Config, *, connect: bool = True) -> list[Finding]:
     """Every check, in the order an operator fixes things."""
     findings = [*_secret(config), *_base_url(config), *_origins(config), *_mail(config)]
-    findings += [*_dkim(config), *_ledger(config), *_rate_limits(config)]
+    findings += [*_dkim(config), *_ledger(config), *_rate_limits(config), *_timeouts(config)]
     if connect:
         findings += [*_database(config), *_smtp(config), *_redis(config)]
     return findings
@@ -161,6 +171,34 @@ def _rate_limits(config: Config) -> list[Finding]:
             )
         ]
     return [Finding("ok", "RATELIMIT_STORAGE_URI", uri.split("@")[-1])]
+
+
+def _timeouts(config: Config) -> list[Finding]:
+    """Each database timeout must be on and at most half the shorter lease, so
+    a worker cut from the database gives up (and logs it) before another may
+    take its rows over; see docs/deploy.md, "Timeouts"."""
+    try:
+        seconds = {name: float(config.get(name) or 0) for name in TIMEOUT_SETTINGS}
+        lease = min(float(config[name]) for name in LEASE_SETTINGS)
+    except (TypeError, ValueError):
+        return [Finding("error", "DATABASE_*_TIMEOUT", "a timeout or lease is not a number")]
+    idle = seconds.pop("DATABASE_KEEPALIVE_IDLE")
+    probes = seconds.pop("DATABASE_KEEPALIVE_INTERVAL") * int(
+        config.get("DATABASE_KEEPALIVE_COUNT") or 0
+    )
+    # A silent connection is given up after the probes at most.
+    seconds["DATABASE_KEEPALIVE_*"] = idle + probes if idle else 0
+    if str(config.get("DATABASE_URL") or "sqlite").startswith("sqlite"):  # the default
+        seconds = {"DATABASE_LOCK_TIMEOUT": seconds["DATABASE_LOCK_TIMEOUT"]}
+    findings = []
+    for name, value in seconds.items():
+        if not value or value > lease / 2:
+            state = "off" if not value else f"{value:g} s"
+            message = f"{state}: keep it on and at most half the lease ({lease:g} s)"
+            findings.append(Finding("warning", name, message))
+    return findings or [
+        Finding("ok", "DATABASE_*_TIMEOUT", f"all within half the lease ({lease:g} s)")
+    ]
 
 
 def _database(config: Config) -> list[Finding]:

@@ -29,6 +29,7 @@ from flask import Flask, current_app
 from sqlalchemy import ColumnElement, delete, exists, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 
+from ..database import allow_long_statements
 from ..extensions import db
 from ..ledger import Evidence
 from ..models import (
@@ -173,6 +174,7 @@ def _drop_lapsed_requests(cutoff: datetime) -> int:
 
 def _trim_mail_logs(cutoff: datetime) -> tuple[int, int]:
     """Anonymise old finished deliveries; delete old finished outbox rows."""
+    allow_long_statements()  # a year of campaigns may be one statement
     deliveries = db.session.execute(
         update(Delivery)
         .where(
