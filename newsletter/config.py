@@ -59,12 +59,21 @@ DEFAULTS: dict[str, Any] = {
     "OUTBOX_MAX_ATTEMPTS": 8,
     "OUTBOX_LEASE_SECONDS": 300,
     "OUTBOX_RETRY_BASE_SECONDS": 30,
+    # Fencing (newsletter/fence.py): a sender records what it sent, in one
+    # statement fenced by its lease token, every CHUNK mails or SECONDS,
+    # whichever comes first, and stops when that fails. A worker that is lost
+    # mid-batch can have sent at most one chunk that another worker sends
+    # again. The outbox records each mail at once, as it always did.
+    "OUTBOX_FENCE_CHUNK": 1,
+    "OUTBOX_FENCE_SECONDS": 1,
     # Campaign sending: batches leased by any number of workers. SEND_RATE
     # (messages/s, all workers together; 0 = unlimited) is above.
     "DELIVERY_BATCH_SIZE": 500,
     "DELIVERY_LEASE_SECONDS": 300,
     "DELIVERY_MAX_ATTEMPTS": 8,
     "DELIVERY_RETRY_BASE_SECONDS": 60,
+    "DELIVERY_FENCE_CHUNK": 50,
+    "DELIVERY_FENCE_SECONDS": 1,
     # DKIM: all of selector, domain and a key (PEM for RSA, base64 for Ed25519).
     "DKIM_SELECTOR": "",
     "DKIM_DOMAIN": "",

@@ -17,6 +17,11 @@ worker takes for a while and then settles; all three take and keep them here.
   out and was taken over finds its rows gone instead of writing over another's.
 - A worker renews when half its lease has passed (``Lease.due``), so a batch
   slower than its lease keeps its rows.
+- A claim reports rows whose earlier lease ran out (``Lease.takeovers``): the
+  worker that held them may have sent some of them without recording it.
+- A sender records its work through a ``Fence`` (newsletter/fence.py): what it sent
+  is marked chunk by chunk, fenced by the token, and it stops at the first
+  chunk that is no longer its own.
 - Error text is cut to ERROR_LENGTH, the shortest error column of the three.
 """
 
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_, update
+from sqlalchemy import ColumnElement, Select, and_, case, literal, null, or_, update
 from sqlalchemy.orm import QueryableAttribute
 
 from .database import among, is_postgresql
@@ -71,15 +76,27 @@ class Leasable:
         return self.id.class_
 
 
+@dataclass(frozen=True)
+class Takeover:
+    """Rows a claim took from a lease that had run out: whose it was (owner and
+    token) and the rows' ids."""
+
+    owner: str | None
+    until: datetime
+    ids: tuple[int, ...]
+
+
 @dataclass
 class Lease:
     """What one worker holds: its name, the lease's length, and its token (the
-    expiry stored on every row it holds). ``renew`` moves the token on."""
+    expiry stored on every row it holds). ``renew`` moves the token on.
+    ``takeovers`` lists what its claims took from leases that had run out."""
 
     owner: str | None
     seconds: float
     until: datetime
     renew_at: float = field(default=0.0)  # time.monotonic() when half has passed
+    takeovers: list[Takeover] = field(default_factory=list)
 
     @classmethod
     def start(cls, owner: str | None, seconds: float) -> Lease:
@@ -123,19 +140,45 @@ def claim(
     due and ``free`` ones) to ``lease`` and set ``values`` on them, in one
     round trip; return their ``returning`` columns (the id by default).
 
+    Each row's lease as it was before is read with it: rows whose lease had
+    run out (a token is still there; release and settle clear it) are added
+    to ``lease.takeovers``, grouped by the lease they came from. On PostgreSQL
+    the statement is ``UPDATE ... FROM (candidates ... FOR UPDATE SKIP LOCKED)
+    RETURNING``, whose FROM row still holds the old lease. SQLite's RETURNING
+    cannot name a FROM table, so there the candidates are read first: its one
+    writer at a time (BEGIN IMMEDIATE) makes the two statements one step.
     The caller commits. Candidates locked by another claim are skipped.
     """
     leased: dict[str, object] = {table.lease_until.key: lease.until}
+    previous: list[Any] = [table.lease_until]
     if table.leased_by is not None:
         leased[table.leased_by.key] = lease.owner
+        previous.append(table.leased_by)
+    wanted = tuple(returning or (table.id,))
     statement = (
-        update(table.model)
-        .where(table.id.in_(skip_locked(candidates, table).scalar_subquery()))
-        .values(**leased, **values)
-        .returning(*(returning or (table.id,)))
-        .execution_options(synchronize_session=False)
+        update(table.model).values(**leased, **values).execution_options(synchronize_session=False)
     )
-    return [tuple(row) for row in db.session.execute(statement)]
+    before: dict[int, tuple[Any, ...]] = {}
+    if is_postgresql():
+        picked = skip_locked(candidates.add_columns(*previous), table).subquery()
+        statement = statement.where(table.id == picked.c[table.id.key]).returning(
+            *wanted, table.id, *(picked.c[column.key] for column in previous)
+        )
+    else:
+        before = {
+            row[0]: tuple(row[1:]) for row in db.session.execute(candidates.add_columns(*previous))
+        }
+        statement = statement.where(among(table.id, before)).returning(*wanted, table.id)
+    rows: list[tuple[Any, ...]] = []
+    lost: dict[tuple[str | None, datetime], list[int]] = {}
+    for row in db.session.execute(statement):
+        rows.append(tuple(row[: len(wanted)]))
+        row_id, *old = row[len(wanted) :]
+        until, *owner = old or before[row_id]
+        if until is not None:
+            lost.setdefault((owner[0] if owner else None, until), []).append(row_id)
+    lease.takeovers += (Takeover(o, u, tuple(sorted(ids))) for (o, u), ids in lost.items())
+    return rows
 
 
 def held(table: Leasable, ids: Collection[int], lease: Lease) -> ColumnElement[bool]:
@@ -184,6 +227,48 @@ def settle(
         changes[table.last_error.key] = error_text(error)
     where = held(table, ids, lease) if lease is not None else among(table.id, ids)
     return _update(table, where, changes)
+
+
+def record(
+    table: Leasable,
+    done: Collection[int],
+    lease: Lease,
+    rest: Collection[int] = (),
+    **done_values: object,
+) -> set[int]:
+    """In one statement, settle ``done`` (set ``done_values``, end their lease)
+    and, given ``rest``, extend ``lease`` on those rows; touch only rows the
+    lease still holds and return the ids touched. The token moves on when a
+    row of ``rest`` was touched. The caller commits."""
+    ids = [*done, *rest]
+    if not ids:
+        return set()
+    until = utcnow() + timedelta(seconds=lease.seconds)
+    changes: dict[str, object] = {table.lease_until.key: None, **done_values}
+    if rest and not done:
+        changes = {table.lease_until.key: until}
+    elif rest:
+        # Rows of ``done`` get their outcome, the others keep theirs and the new token.
+        finished = among(table.id, done)
+        columns = table.model.__table__.c
+        changes = {
+            key: case((finished, literal(value, columns[key].type)), else_=columns[key])
+            for key, value in done_values.items()
+        }
+        token = literal(until, table.lease_until.type)
+        changes[table.lease_until.key] = case((finished, null()), else_=token)
+    statement = (
+        update(table.model)
+        .where(held(table, ids, lease))
+        .values(**changes)
+        .returning(table.id)
+        .execution_options(synchronize_session=False)
+    )
+    touched = set(db.session.scalars(statement))
+    if rest and not touched.isdisjoint(rest):
+        lease.until = until
+        lease.renew_at = time.monotonic() + lease.seconds / 2
+    return touched
 
 
 def _update(table: Leasable, where: ColumnElement[bool], values: dict[str, object]) -> int:

@@ -93,6 +93,7 @@
         done: data.done, total: data.total, sent: data.sent, failed: data.failed,
         skipped: data.skipped, remaining: data.remaining, cancelled: data.cancelled,
         rate: data.rate, eta: eta(data.eta_seconds), status: data.status,
+        taken_over: data.taken_over, possibly_duplicated: data.possibly_duplicated,
         percent: data.total ? Math.round(1000 * data.done / data.total) / 10 : 100
       };
       document.querySelectorAll("[data-field]").forEach(function (el) {

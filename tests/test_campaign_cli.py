@@ -42,7 +42,7 @@ Deliver = Callable[[], list[EmailMessage]]
 Subscribed = Callable[..., EmailMessage]
 JSON_KEYS = {
     "id", "status", "total", "queued", "sent", "failed", "skipped", "cancelled", "rate",
-    "eta_seconds",
+    "eta_seconds", "taken_over", "possibly_duplicated",
 }  # fmt: skip
 BODY = "# Nyt fra os\n\nHej {{ name }}, her er ugens nyt om æøå.\n"
 
@@ -359,6 +359,7 @@ def test_status_counts_after_a_real_worker_run(
     assert before == {
         "id": campaign_id, "status": "sending", "total": 4, "queued": 4, "sent": 0,
         "failed": 0, "skipped": 0, "cancelled": 0, "rate": 0.0, "eta_seconds": None,
+        "taken_over": 0, "possibly_duplicated": 0,
     }  # fmt: skip
 
     smtp_server.recorder.refuse["gone@example.org"] = "550 5.1.1 no such user"
@@ -372,6 +373,7 @@ def test_status_counts_after_a_real_worker_run(
     assert {k: after[k] for k in JSON_KEYS - {"rate"}} == {
         "id": campaign_id, "status": "done", "total": 4, "queued": 0, "sent": 2,
         "failed": 1, "skipped": 1, "cancelled": 0, "eta_seconds": 0.0,
+        "taken_over": 0, "possibly_duplicated": 0,
     }  # fmt: skip
     assert isinstance(after["rate"], float)
     assert after["rate"] > 0
@@ -381,7 +383,9 @@ def test_status_counts_after_a_real_worker_run(
     assert text.output.startswith(
         f"campaign {campaign_id} (done): 2/4 sent, 0 queued, 1 failed, 1 skipped, 0 cancelled; "
     )
-    assert text.output.rstrip().endswith("ETA 0 s")
+    assert text.output.rstrip().endswith(
+        "ETA 0 s; 0 taken over from a lost worker, up to 0 possibly sent twice"
+    )
 
 
 def test_pause_resume_and_cancel_from_the_command_line(

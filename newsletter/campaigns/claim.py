@@ -4,11 +4,23 @@ A claim leases rows with the shared lease helper (newsletter/lease.py: SKIP
 LOCKED on PostgreSQL, SQLite's single writer) and commits, so no transaction
 stays open while the batch is sent. A worker that dies leaves its rows leased;
 once the lease has run out another worker claims them again. Nothing is ever
-lost. The sender renews and releases its batch with the same helper.
+lost. The sender records, renews and releases its batch with the same helper,
+fenced (newsletter/fence.py).
+
+A claim that takes rows whose lease ran out logs it and adds to the campaign's
+``taken_over`` (those rows) and ``possibly_duplicated``: per lost lease, the
+rows taken over or DELIVERY_FENCE_CHUNK, whichever is smaller. A worker records
+what it sent at least every chunk and stops at the first record that fails, so
+of one lease at most one chunk can have been sent and not recorded, and only
+rows still queued under that lease can be among them. It is an upper bound: a
+worker killed between batches, or one whose lease ran out while it waited on
+a slow server, sent none of them. It assumes every worker fences with the same
+chunk (a worker of a release before fencing recorded per batch).
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -16,7 +28,7 @@ from flask import current_app
 from sqlalchemy import exists, select, update
 
 from ..extensions import db
-from ..lease import Leasable, Lease, claim, free
+from ..lease import Leasable, Lease, Takeover, claim, free
 from ..models import utcnow
 from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatus
 
@@ -25,6 +37,8 @@ from ..models.campaigns import Campaign, CampaignStatus, Delivery, DeliveryStatu
 # still locks its rows in the database, and a short claim starts over from the
 # lowest id, so retries and released rows behind the cursor are found again.
 _claim_cursor: dict[tuple[str, int], int] = {}
+
+log = logging.getLogger(__name__)
 
 DELIVERIES = Leasable(Delivery.id, Delivery.lease_until, Delivery.leased_by, Delivery.last_error)
 
@@ -64,13 +78,45 @@ def claim_deliveries(owner: str, size: int, lease: Lease | None = None) -> list[
             break
         key = (owner, campaign_id)
         after = _claim_cursor.get(key, 0)
+        known = len(lease.takeovers)
         rows = _claim(lease, campaign_id, wanted, now, after)
         if len(rows) < wanted and after:
             rows += _claim(lease, campaign_id, wanted - len(rows), now, 0)
+        if len(lease.takeovers) > known:
+            _record_takeovers(campaign_id, lease.takeovers[known:])
         _claim_cursor[key] = max(row[0] for row in rows) if len(rows) == wanted else 0
         claimed += (Claimed(row_id, cid, sid, tries, list_id) for row_id, cid, sid, tries in rows)
     db.session.commit()
     return sorted(claimed)
+
+
+def _record_takeovers(campaign_id: int, takeovers: list[Takeover]) -> None:
+    """Log rows taken over from lost leases and add them to the campaign's counts
+    (in the claim's transaction); see the module docstring for the bound."""
+    chunk = max(1, int(current_app.config["DELIVERY_FENCE_CHUNK"]))
+    taken = sum(len(t.ids) for t in takeovers)
+    bound = sum(min(chunk, len(t.ids)) for t in takeovers)
+    for takeover in takeovers:
+        log.warning(
+            "campaign %d: took over %d deliveries (%d-%d) whose lease ran out "
+            "(owner %s, token %s); up to %d of them may have been sent already",
+            campaign_id,
+            len(takeover.ids),
+            takeover.ids[0],
+            takeover.ids[-1],
+            takeover.owner,
+            takeover.until.isoformat(),
+            min(chunk, len(takeover.ids)),
+        )
+    db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id)
+        .values(
+            taken_over=Campaign.taken_over + taken,
+            possibly_duplicated=Campaign.possibly_duplicated + bound,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _claim(

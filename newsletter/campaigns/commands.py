@@ -113,7 +113,8 @@ def cancel_command(campaign_id: int) -> None:
 @click.argument("campaign_id", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status_command(campaign_id: int, as_json: bool) -> None:
-    """Counts (queued, sent, failed, skipped), rate and ETA."""
+    """Counts (queued, sent, failed, skipped), rate, ETA, and deliveries taken
+    over from a lost worker with the most of them possibly sent twice."""
     try:
         progress = campaign_progress(campaign_id)
     except LookupError as exc:
@@ -125,5 +126,7 @@ def status_command(campaign_id: int, as_json: bool) -> None:
     click.echo(
         f"campaign {progress.id} ({progress.status}): {progress.sent}/{progress.total} sent, "
         f"{progress.queued} queued, {progress.failed} failed, {progress.skipped} skipped, "
-        f"{progress.cancelled} cancelled; {progress.rate:.1f}/s, ETA {eta}"
+        f"{progress.cancelled} cancelled; {progress.rate:.1f}/s, ETA {eta}; "
+        f"{progress.taken_over} taken over from a lost worker, "
+        f"up to {progress.possibly_duplicated} possibly sent twice"
     )

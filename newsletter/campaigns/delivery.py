@@ -3,8 +3,9 @@
 One batch: take send-rate tokens, lease queued deliveries of sending
 campaigns (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), re-check consent and
 suppression, personalise, send over one SMTP connection, mark the batch.
-Rows are marked sent per batch, so a worker killed mid-batch leaves at most
-that batch to be sent again once its lease expires; nothing is ever lost.
+Rows are marked sent chunk by chunk under a fenced lease (newsletter/fence.py),
+so a worker killed or cut off mid-batch leaves at most one chunk to be sent
+again once its lease expires; nothing is ever lost.
 
 The stages live in their own modules: ``claim`` (leases), ``recipients``
 (load and re-check), ``personal`` (render per recipient), ``outcomes``
@@ -18,13 +19,15 @@ import logging
 from flask import Flask
 
 from ..extensions import db
-from ..lease import Lease, release, renew
+from ..fence import Fence
+from ..lease import Lease, release
 from ..mail.headers import UnsafeHeader
 from ..mail.message import OutgoingMail
 from ..mail.transport import PermanentFailure, TemporaryFailure, open_transport
+from ..models import utcnow
 from ..models.campaigns import DeliveryStatus
 from .claim import DELIVERIES, claim_deliveries, finish_campaigns
-from .outcomes import DeliveryBatch, Recipient, fail, is_outage, mark, retry
+from .outcomes import DeliveryBatch, Recipient, fail, is_outage, retry
 from .personal import LinkTemplates, load_content, render
 from .rate import wait_for_send_tokens
 from .recipients import load_recipients
@@ -60,12 +63,12 @@ def send_deliveries(app: Flask, owner: str) -> DeliveryBatch:
         except UnsafeHeader as exc:
             # An address no header can carry safely (stored before the rules
             # refused it): this delivery fails; the rest of the batch goes on.
-            fail(recipient, PermanentFailure(f"cannot write the mail's header: {exc}"))
+            fail(recipient, PermanentFailure(f"cannot write the mail's header: {exc}"), lease)
             batch.failed += 1
     db.session.commit()  # no transaction open during SMTP I/O
     if messages:
         _send(app, messages, batch, lease)
-    if len(claimed) < wanted:
+    if len(claimed) < wanted and not batch.lost:
         # Only a short claim can mean a campaign ran out of queued rows. Checking
         # after every batch walked the queued-rows index past every row sent so
         # far (its dead entries wait for vacuum): quadratic in the campaign.
@@ -79,26 +82,36 @@ def _send(
     batch: DeliveryBatch,
     lease: Lease,
 ) -> None:
-    """Send a rendered batch over one connection; sent rows are marked once, at the end.
+    """Send a rendered batch over one connection, recording sent rows chunk by chunk.
 
-    A batch that takes longer than half its lease renews the lease before the
-    next message: otherwise, on a slow server, the lease of rows still being
-    sent (or sent and not yet marked) ran out and another worker sent them
-    again, with no crash at all. Each single message must finish within half
-    the lease (DELIVERY_LEASE_SECONDS well above MAIL_TIMEOUT). Rows sent and
-    not yet marked keep their lease with the rest.
+    Every DELIVERY_FENCE_CHUNK mails (or DELIVERY_FENCE_SECONDS) the sent rows
+    are marked in one statement fenced by the lease token (newsletter/fence.py),
+    which also renews the lease once half of it has passed, so a batch slower
+    than its lease keeps its rows. When the rows are no longer this worker's,
+    or the statement fails, the batch stops at once and the connection is
+    closed: a lost worker can have sent at most one chunk that another worker
+    sends again. Each single message must finish within half the lease
+    (DELIVERY_LEASE_SECONDS well above MAIL_TIMEOUT).
     """
-    sent: list[int] = []
+    config = app.config
+    ids = [recipient.delivery_id for recipient, _ in messages]
+    fence = Fence(
+        DELIVERIES,
+        lease,
+        chunk=config["DELIVERY_FENCE_CHUNK"],
+        seconds=config["DELIVERY_FENCE_SECONDS"],
+        sent_values=lambda: {"status": DeliveryStatus.SENT, "sent_at": utcnow()},
+        batch=_describe(messages),
+    )
     try:
         with open_transport(app) as transport:
             for position, (recipient, message) in enumerate(messages):
-                if lease.due():
-                    renew(DELIVERIES, [r.delivery_id for r, _ in messages], lease)
-                    db.session.commit()
+                if not fence.check(ids[position:]):
+                    break  # leaving the block closes the connection
                 try:
                     transport.send(message)
                 except PermanentFailure as exc:
-                    fail(recipient, exc)
+                    fail(recipient, exc, lease)
                     batch.failed += 1
                 except Exception as exc:
                     # Temporary (4xx, connection) or unexpected: this row backs off;
@@ -106,17 +119,27 @@ def _send(
                     # the queue for the next batch on a fresh connection.
                     if not isinstance(exc, TemporaryFailure):
                         log.exception("delivery #%d: unexpected error", recipient.delivery_id)
-                    retry([(recipient, str(exc) or repr(exc))], outage=is_outage(exc))
-                    release(DELIVERIES, [r.delivery_id for r, _ in messages[position + 1 :]], lease)
+                    fence.flush()
+                    retry([(recipient, str(exc) or repr(exc))], outage=is_outage(exc), lease=lease)
+                    release(DELIVERIES, ids[position + 1 :], lease)
                     db.session.commit()
                     batch.retried += 1
                     break
                 else:
-                    sent.append(recipient.delivery_id)
+                    fence.sent(recipient.delivery_id)
     except TemporaryFailure as exc:  # could not connect at all
-        retry([(r, str(exc)) for r, _ in messages], outage=is_outage(exc))
+        retry([(r, str(exc)) for r, _ in messages], outage=is_outage(exc), lease=lease)
         batch.retried += len(messages)
     finally:
-        if sent:
-            mark(sent, DeliveryStatus.SENT)
-            batch.sent += len(sent)
+        fence.flush()
+        batch.sent += fence.recorded + fence.unrecorded
+        batch.unrecorded += fence.unrecorded
+        batch.lost = batch.lost or fence.lost
+
+
+def _describe(messages: list[tuple[Recipient, OutgoingMail]]) -> str:
+    """The batch as the fence's warning names it: its campaigns and delivery ids."""
+    campaigns = sorted({recipient.campaign_id for recipient, _ in messages})
+    ids = [recipient.delivery_id for recipient, _ in messages]
+    label = "campaign" if len(campaigns) == 1 else "campaigns"
+    return f"{label} {', '.join(map(str, campaigns))}, deliveries {min(ids)}-{max(ids)}"

@@ -8,7 +8,7 @@ from typing import Any
 from flask import current_app
 
 from ..extensions import db
-from ..lease import settle
+from ..lease import Lease, settle
 from ..mail.retry import next_attempt
 from ..mail.transport import PermanentFailure, ServerUnavailable
 from ..models import utcnow
@@ -26,6 +26,8 @@ class DeliveryBatch:
     failed: int = 0
     skipped: int = 0
     campaigns: set[int] = field(default_factory=set)
+    unrecorded: int = 0  # sent, but the lease was lost before they were marked
+    lost: bool = False  # the batch stopped because its lease was no longer its own
 
     @property
     def handled(self) -> int:
@@ -56,11 +58,14 @@ def mark(ids: list[int], status: DeliveryStatus) -> None:
     db.session.commit()
 
 
-def fail(recipient: Recipient, failure: PermanentFailure) -> None:
+def fail(recipient: Recipient, failure: PermanentFailure, lease: Lease | None = None) -> None:
     """A permanent refusal: the delivery fails; a hard bounce also suppresses the
-    address, in the same transaction, so a crash cannot keep one without the other."""
+    address, in the same transaction, so a crash cannot keep one without the other.
+    With ``lease``, only a row the lease still holds is touched."""
     error = str(failure)
-    settle(DELIVERIES, [recipient.delivery_id], error=error, status=DeliveryStatus.FAILED)
+    settle(
+        DELIVERIES, [recipient.delivery_id], lease=lease, error=error, status=DeliveryStatus.FAILED
+    )
     if failure.hard_bounce:
         suppress_after_bounce(recipient.email, error)  # commits
     else:
@@ -72,8 +77,11 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, ServerUnavailable)
 
 
-def retry(items: list[tuple[Recipient, str]], *, outage: bool = False) -> None:
-    """Schedule another attempt per mail.retry (an outage never fails a delivery)."""
+def retry(
+    items: list[tuple[Recipient, str]], *, outage: bool = False, lease: Lease | None = None
+) -> None:
+    """Schedule another attempt per mail.retry (an outage never fails a delivery).
+    With ``lease``, only rows the lease still holds are touched."""
     config = current_app.config
     for recipient, error in items:
         attempts = recipient.attempts + 1
@@ -88,5 +96,5 @@ def retry(items: list[tuple[Recipient, str]], *, outage: bool = False) -> None:
             values["status"] = DeliveryStatus.FAILED
         else:
             values["next_attempt_at"] = when
-        settle(DELIVERIES, [recipient.delivery_id], error=error, **values)
+        settle(DELIVERIES, [recipient.delivery_id], lease=lease, error=error, **values)
     db.session.commit()

@@ -36,6 +36,10 @@ class CampaignProgress:
     cancelled: int
     rate: float  # messages per second since the start
     eta_seconds: float | None
+    # Deliveries claimed after another worker's lease ran out, and the upper
+    # bound of those that worker may have sent unrecorded (campaigns/claim.py).
+    taken_over: int = 0
+    possibly_duplicated: int = 0
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -43,7 +47,8 @@ class CampaignProgress:
 
 
 def campaign_progress(campaign_id: int) -> CampaignProgress:
-    """Counts by delivery status, the average rate so far and the time left."""
+    """Counts by delivery status, the average rate so far, the time left, and the
+    takeovers the campaign recorded."""
     campaign = db.session.get(Campaign, campaign_id)
     if campaign is None:
         raise LookupError(f"no campaign {campaign_id}")
@@ -73,6 +78,8 @@ def campaign_progress(campaign_id: int) -> CampaignProgress:
         cancelled=counts.get(DeliveryStatus.CANCELLED, 0),
         rate=round(rate, 1),
         eta_seconds=round(eta, 1) if eta is not None else None,
+        taken_over=campaign.taken_over,
+        possibly_duplicated=campaign.possibly_duplicated,
     )
 
 

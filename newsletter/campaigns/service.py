@@ -229,10 +229,12 @@ def _change_status(
     before = str(campaign.status)
     if cancel:
         campaign.status, campaign.finished_at = CampaignStatus.CANCELLED, utcnow()
+        # Rows in a worker's batch keep their lease: the worker still records
+        # the ones it sends before it finishes the batch (fenced by that lease).
         db.session.execute(
             update(Delivery)
             .where(Delivery.campaign_id == campaign.id, Delivery.status == DeliveryStatus.QUEUED)
-            .values(status=DeliveryStatus.CANCELLED, lease_until=None)
+            .values(status=DeliveryStatus.CANCELLED)
         )
         action = "campaign.cancel"
     elif campaign.status == CampaignStatus.PAUSED:

@@ -52,6 +52,11 @@ class Campaign(db.Model):  # type: ignore[name-defined]
     rendered_html: Mapped[str | None] = mapped_column(Text)
     rendered_text: Mapped[str | None] = mapped_column(Text)
     rendered_locale: Mapped[str | None] = mapped_column(String(8))
+    # Deliveries a worker claimed after another worker's lease on them ran out,
+    # and the upper bound of those the lost worker may have sent without
+    # recording it (per lost lease, one fence chunk at most: campaigns/claim.py).
+    taken_over: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    possibly_duplicated: Mapped[int] = mapped_column(default=0, server_default=text("0"))
 
     mailing_list: Mapped[MailingList] = relationship()
     renderings: Mapped[list[CampaignRendering]] = relationship(

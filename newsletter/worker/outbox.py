@@ -1,10 +1,12 @@
 """The outbox loop: claim due mail under a lease, send it, record the outcome.
 
 Delivery is at-least-once: a row is marked sent right after the server took
-it, so only a crash between those two steps can send a mail twice. A crashed
-worker's claims expire after OUTBOX_LEASE_SECONDS and another worker takes
-them over; a live worker renews its lease while it sends (newsletter/lease.py),
-so a batch slower than the lease is not taken over and sent twice. No
+it (every OUTBOX_FENCE_CHUNK mails, one by default), in a statement fenced by
+the lease token (newsletter/fence.py), so only a crash between those two steps
+can send a mail twice. A crashed worker's claims expire after
+OUTBOX_LEASE_SECONDS and another worker takes them over, which it logs; a live
+worker renews its lease while it sends, so a batch slower than the lease is
+not taken over, and a worker whose rows were taken over stops at once. No
 transaction is open while talking to the SMTP server (on SQLite an open
 transaction would hold the single write lock).
 """
@@ -19,7 +21,8 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from ..extensions import db
-from ..lease import Leasable, Lease, claim, free, release, renew, settle, worker_id
+from ..fence import Fence
+from ..lease import Leasable, Lease, claim, free, release, settle, worker_id
 from ..mail.headers import UnsafeHeader
 from ..mail.message import OutgoingMail
 from ..mail.render import NothingToSend
@@ -69,8 +72,18 @@ def claim_batch(owner: str, size: int, lease: Lease | None = None) -> list[int]:
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(size)
     )
+    known = len(lease.takeovers)
     rows = claim(OUTBOX, candidates, lease, (OutboxMessage.id, OutboxMessage.next_attempt_at))
     db.session.commit()
+    for takeover in lease.takeovers[known:]:
+        log.warning(
+            "outbox: took over %d rows (%d-%d) whose lease ran out (owner %s, token %s)",
+            len(takeover.ids),
+            takeover.ids[0],
+            takeover.ids[-1],
+            takeover.owner,
+            takeover.until.isoformat(),
+        )
     return [row_id for row_id, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
 
 
@@ -127,60 +140,75 @@ def _render(ids: list[int], result: BatchResult) -> list[tuple[int, OutgoingMail
 def _send(
     app: Flask, rendered: list[tuple[int, OutgoingMail]], lease: Lease, result: BatchResult
 ) -> None:
-    """Send a rendered batch over one connection, marking each row as it goes.
+    """Send a rendered batch over one connection, recording sent rows as it goes.
 
-    Once half the lease has passed, the lease on the rows still to send is
-    renewed before the next message: otherwise, on a slow server, those rows'
-    lease ran out mid-batch and another worker sent them too. Each single
-    message must finish within half the lease (OUTBOX_LEASE_SECONDS well above
-    MAIL_TIMEOUT).
+    Sent rows are marked every OUTBOX_FENCE_CHUNK mails (or OUTBOX_FENCE_SECONDS)
+    in one statement fenced by the lease token, which also renews the lease on
+    the rows still to send once half of it has passed: a batch slower than its
+    lease keeps its rows. When the rows are no longer this worker's, or the
+    statement fails, the batch stops at once and the connection is closed.
+    Each single message must finish within half the lease (OUTBOX_LEASE_SECONDS
+    well above MAIL_TIMEOUT).
     """
+    ids = [row_id for row_id, _ in rendered]
+    fence = Fence(
+        OUTBOX,
+        lease,
+        chunk=app.config["OUTBOX_FENCE_CHUNK"],
+        seconds=app.config["OUTBOX_FENCE_SECONDS"],
+        sent_values=lambda: {"status": OutboxStatus.SENT, "sent_at": utcnow(), "last_error": None},
+        batch=f"outbox rows {min(ids)}-{max(ids)}",
+    )
     try:
         with open_transport(app) as transport:
             for position, (row_id, message) in enumerate(rendered):
-                if lease.due():
-                    renew(OUTBOX, [r for r, _ in rendered[position:]], lease)
-                    db.session.commit()
+                if not fence.check(ids[position:]):
+                    break  # leaving the block closes the connection
                 try:
                     transport.send(message)
                 except PermanentFailure as exc:
-                    _finish(row_id, OutboxStatus.FAILED, str(exc))
+                    _finish(row_id, OutboxStatus.FAILED, str(exc), lease)
                     result.failed += 1
-                except TemporaryFailure as exc:
-                    # The connection may be unusable: retry this row and release the rest.
-                    _retry(row_id, str(exc), outage=isinstance(exc, ServerUnavailable))
-                    _release([r for r, _ in rendered[position + 1 :]], lease)
-                    result.retried += 1
-                    break
                 except Exception as exc:
-                    # Unexpected: back off on this row only (it fails for good after
-                    # OUTBOX_MAX_ATTEMPTS) and, as the connection's state is unknown,
-                    # hand the rest back for the next batch on a fresh connection.
-                    log.exception("outbox #%d: unexpected error while sending", row_id)
-                    _retry(row_id, f"unexpected error: {exc!r}")
-                    _release([r for r, _ in rendered[position + 1 :]], lease)
+                    # Temporary: the connection may be unusable. Unexpected: back
+                    # off on this row only (it fails for good after
+                    # OUTBOX_MAX_ATTEMPTS). Either way the rest goes back for the
+                    # next batch on a fresh connection.
+                    error = str(exc)
+                    if not isinstance(exc, TemporaryFailure):
+                        log.exception("outbox #%d: unexpected error while sending", row_id)
+                        error = f"unexpected error: {exc!r}"
+                    fence.flush()
+                    _retry(row_id, error, outage=isinstance(exc, ServerUnavailable), lease=lease)
+                    _release(ids[position + 1 :], lease)
                     result.retried += 1
                     break
                 else:
-                    _finish(row_id, OutboxStatus.SENT)
-                    result.sent += 1
+                    fence.sent(row_id)
     except TemporaryFailure as exc:  # could not connect at all
         for row_id, _ in rendered:
-            _retry(row_id, str(exc), outage=isinstance(exc, ServerUnavailable))
+            _retry(row_id, str(exc), outage=isinstance(exc, ServerUnavailable), lease=lease)
         result.retried += len(rendered)
+    finally:
+        fence.flush()
+        result.sent += fence.recorded + fence.unrecorded
 
 
-def _finish(row_id: int, status: OutboxStatus, error: str | None = None) -> None:
-    """Record a final outcome (a sent row keeps no error) and end the lease; commit."""
+def _finish(
+    row_id: int, status: OutboxStatus, error: str | None = None, lease: Lease | None = None
+) -> None:
+    """Record a final outcome (a sent row keeps no error) and end the lease; commit.
+    With ``lease``, only a row the lease still holds is touched."""
     values: dict[str, Any] = {"status": status}
     if status == OutboxStatus.SENT:
         values.update(sent_at=utcnow(), last_error=None)
-    settle(OUTBOX, [row_id], error=error, **values)
+    settle(OUTBOX, [row_id], lease=lease, error=error, **values)
     db.session.commit()
 
 
-def _retry(row_id: int, error: str, *, outage: bool = False) -> None:
-    """Schedule another attempt (see mail.retry), or give up after the limit; commit."""
+def _retry(row_id: int, error: str, *, outage: bool = False, lease: Lease | None = None) -> None:
+    """Schedule another attempt (see mail.retry), or give up after the limit; commit.
+    With ``lease``, only a row the lease still holds is touched."""
     attempts = db.session.scalar(select(OutboxMessage.attempts).where(OutboxMessage.id == row_id))
     if attempts is None:  # erased meanwhile
         return
@@ -193,9 +221,10 @@ def _retry(row_id: int, error: str, *, outage: bool = False) -> None:
         outage=outage,
     )
     if when is None:
-        settle(OUTBOX, [row_id], error=error, attempts=attempts, status=OutboxStatus.FAILED)
+        values: dict[str, Any] = {"status": OutboxStatus.FAILED}
     else:
-        settle(OUTBOX, [row_id], error=error, attempts=attempts, next_attempt_at=when)
+        values = {"next_attempt_at": when}
+    settle(OUTBOX, [row_id], lease=lease, error=error, attempts=attempts, **values)
     db.session.commit()
     log.warning("outbox #%d: attempt %d failed: %s", row_id, attempts, error)
 
