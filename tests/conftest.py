@@ -32,6 +32,7 @@ pytest_plugins = [
     "tests.fixtures.staff",
     "tests.fixtures.browser",
     "tests.fixtures.private_postgres",
+    "tests.fixtures.preferences",
 ]
 
 BACKEND = os.environ.get("NEWSLETTER_TEST_BACKEND", "sqlite")

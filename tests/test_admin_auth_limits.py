@@ -4,7 +4,6 @@ and no typed address in the logs."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ import pyotp
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
@@ -20,16 +19,10 @@ from newsletter.extensions import db
 from newsletter.models import Role, StaffUser
 from newsletter.staff import login_guard, service
 
+from .fixtures.properties import PROPERTIES
 from .fixtures.staff import STAFF_PASSWORD, StaffClient, csrf_from, log_in
 
-IN_CI = os.environ.get("CI") == "true"
-FUZZ = settings(
-    max_examples=120,
-    deadline=None,
-    database=None,
-    derandomize=IN_CI,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = settings(PROPERTIES, max_examples=120)
 COOKIE = "newsletter_staff"
 
 

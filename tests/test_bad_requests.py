@@ -202,8 +202,11 @@ def test_two_factor_codes_in_other_scripts_digits_are_read_as_digits(
     assert client.get("/admin/").status_code == 200
 
 
-def _second_page(owner: StaffClient, path: str) -> str:
-    """Page 2 of a staff list: 200, with links back to page 1 and on to page 3."""
+def _second_page(owner: StaffClient, path: str, count: int, row: Callable[[int], object]) -> str:
+    """Page 2 of a staff list once ``count`` rows made by ``row`` are stored: 200,
+    with links back to page 1 and on to page 3."""
+    db.session.add_all(row(n) for n in range(count))
+    db.session.commit()
     response = owner.get(f"{path}?page=2&lang=da")
     text = response.get_data(as_text=True)
     assert response.status_code == 200, text[:400]
@@ -218,8 +221,9 @@ def test_second_page_of_the_audit_log(
 ) -> None:
     owner = staff_client(Role.OWNER)
     start = datetime.now(UTC) - timedelta(days=1)
-    db.session.add_all(
-        AuditEntry(
+
+    def entry(n: int) -> AuditEntry:
+        return AuditEntry(
             actor_email="bulk@example.org",
             action="test.bulk",
             object_type="test",
@@ -227,10 +231,8 @@ def test_second_page_of_the_audit_log(
             details={},
             occurred_at=start + timedelta(seconds=n),
         )
-        for n in range(120)
-    )
-    db.session.commit()
-    text = _second_page(owner, "/admin/audit")
+
+    text = _second_page(owner, "/admin/audit", 120, entry)
     assert 'rel="next"' in text
 
 
@@ -238,12 +240,14 @@ def test_second_page_of_the_campaign_list(
     staff_client: Callable[..., StaffClient], default_list: MailingList
 ) -> None:
     owner = staff_client(Role.OWNER)
-    db.session.add_all(
-        Campaign(list_id=default_list.id, subject=f"Nr. {n}", body_markdown="Hej", sender="")
-        for n in range(55)
+    text = _second_page(
+        owner,
+        "/admin/campaigns",
+        55,
+        lambda n: Campaign(
+            list_id=default_list.id, subject=f"Nr. {n}", body_markdown="Hej", sender=""
+        ),
     )
-    db.session.commit()
-    text = _second_page(owner, "/admin/campaigns")
     assert "Nr. 0" in text
 
 
@@ -252,10 +256,12 @@ def test_second_page_of_the_import_list(
 ) -> None:
     owner = staff_client(Role.OWNER)
     user = db.session.get(StaffUser, owner.user.id)
-    db.session.add_all(
-        ImportJob(list_id=default_list.id, created_by_id=user.id, filename=f"fil-{n}.csv")
-        for n in range(25)
+    text = _second_page(
+        owner,
+        "/admin/imports",
+        25,
+        lambda n: ImportJob(
+            list_id=default_list.id, created_by_id=user.id, filename=f"fil-{n}.csv"
+        ),
     )
-    db.session.commit()
-    text = _second_page(owner, "/admin/imports")
     assert "fil-0.csv" in text

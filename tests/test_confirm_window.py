@@ -9,11 +9,8 @@ the suite's SMTP server after the real worker ran.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import timedelta
-from email.message import EmailMessage
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -25,31 +22,15 @@ from newsletter.models import (
     MailingList,
     OutboxMessage,
     Subscriber,
-    Subscription,
     SubscriptionStatus,
 )
 
-from .fixtures.mailflow import link_path, text_of
+from .fixtures.mailflow import Deliver, link_path, text_of
+from .fixtures.preferences import Lists, statuses
 
 OWN = "http://newsletter.test"  # BASE_URL: our own origin
 SENT_NOW = "We have sent you a mail to confirm the lists you added."
 SENT_BEFORE = "We sent you a mail to confirm these lists a few minutes ago"
-
-
-@pytest.fixture
-def lists(make_list: Callable[..., MailingList]) -> dict[str, MailingList]:
-    """The default list plus two more topics."""
-    return {
-        "nyhedsbrev": make_list(default=True),
-        "tech": make_list("tech", "Tech notes", "Ja tak til tekniske noter."),
-        "events": make_list("events", "Arrangementer", "Ja tak til invitationer."),
-    }
-
-
-@pytest.fixture
-def manage_path(lists: dict[str, MailingList], subscribed: Callable[..., EmailMessage]) -> str:
-    """reader@example.org, active on the default list; the path of their manage link."""
-    return link_path(subscribed("reader@example.org"), "manage")
 
 
 def save(client: FlaskClient, path: str, wanted: list[MailingList]) -> TestResponse:
@@ -70,20 +51,6 @@ def sign_up(client: FlaskClient, email: str, *slugs: str) -> TestResponse:
     return response
 
 
-def statuses(email_key: str) -> dict[str, SubscriptionStatus]:
-    """List slug -> status for one subscriber, fresh from the database."""
-    db.session.commit()
-    rows = db.session.execute(
-        select(MailingList.slug, Subscription.status)
-        .join(Subscription, Subscription.list_id == MailingList.id)
-        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(Subscriber.email_key == email_key)
-    )
-    result = {str(slug): status for slug, status in rows}
-    db.session.commit()
-    return result
-
-
 def window_passes(app: Flask) -> None:
     """Move every record of a confirmation mail back by the whole window."""
     shift = timedelta(seconds=app.config["CONFIRM_RESEND_WINDOW"] + 1)
@@ -100,11 +67,7 @@ def window_passes(app: Flask) -> None:
 
 
 def test_leaving_and_rejoining_a_list_sends_one_confirmation_per_window(
-    app: Flask,
-    client: FlaskClient,
-    lists: dict[str, MailingList],
-    manage_path: str,
-    deliver: Callable[[], list[EmailMessage]],
+    app: Flask, client: FlaskClient, lists: Lists, manage_path: str, deliver: Deliver
 ) -> None:
     news, tech = lists["nyhedsbrev"], lists["tech"]
     assert SENT_NOW in save(client, manage_path, [news, tech]).get_data(as_text=True)
@@ -136,10 +99,7 @@ def test_leaving_and_rejoining_a_list_sends_one_confirmation_per_window(
 
 
 def test_ticking_another_list_within_the_window_sends_a_confirmation_for_it(
-    client: FlaskClient,
-    lists: dict[str, MailingList],
-    manage_path: str,
-    deliver: Callable[[], list[EmailMessage]],
+    client: FlaskClient, lists: Lists, manage_path: str, deliver: Deliver
 ) -> None:
     news, tech, events = lists["nyhedsbrev"], lists["tech"], lists["events"]
     save(client, manage_path, [news, tech])
@@ -157,10 +117,7 @@ def test_ticking_another_list_within_the_window_sends_a_confirmation_for_it(
 
 
 def test_the_same_preference_change_at_once_from_several_requests_sends_one_mail(
-    app: Flask,
-    lists: dict[str, MailingList],
-    manage_path: str,
-    deliver: Callable[[], list[EmailMessage]],
+    app: Flask, lists: Lists, manage_path: str, deliver: Deliver
 ) -> None:
     wanted = [str(lists["nyhedsbrev"].id), str(lists["tech"].id)]
     threads, errors = 6, []
@@ -190,9 +147,7 @@ def test_the_same_preference_change_at_once_from_several_requests_sends_one_mail
 
 
 def test_a_known_address_signing_up_for_another_list_within_the_window_gets_its_confirmation(
-    client: FlaskClient,
-    lists: dict[str, MailingList],
-    deliver: Callable[[], list[EmailMessage]],
+    client: FlaskClient, lists: Lists, deliver: Deliver
 ) -> None:
     sign_up(client, "known@example.org", "tech")
     assert len(deliver()) == 1
@@ -205,9 +160,7 @@ def test_a_known_address_signing_up_for_another_list_within_the_window_gets_its_
 
 
 def test_signing_up_again_for_lists_already_mailed_within_the_window_sends_nothing(
-    client: FlaskClient,
-    lists: dict[str, MailingList],
-    deliver: Callable[[], list[EmailMessage]],
+    client: FlaskClient, lists: Lists, deliver: Deliver
 ) -> None:
     sign_up(client, "known@example.org", "tech")
     sign_up(client, "known@example.org", "events")

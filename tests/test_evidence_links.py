@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import random
 import secrets
 import uuid
@@ -23,38 +22,25 @@ import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
 from flask_migrate import upgrade
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
 from newsletter.extensions import db
 from newsletter.ledger import Evidence, append_event, verify_chain
 from newsletter.ledger.evidence import MAX_SOURCE_URL, REDACTED, TOKEN_ROUTES, page_of
-from newsletter.models import (
-    Channel,
-    ConsentEvent,
-    ConsentEventType,
-    MailingList,
-    Role,
-    Subscriber,
-)
+from newsletter.models import Channel, ConsentEvent, ConsentEventType, MailingList, Role, Subscriber
 from newsletter.subscriptions.lists import create_list
 from newsletter.subscriptions.service import SignupRequest, request_subscription
 from newsletter.tokens import Purpose, make_token
 
 from .fixtures.mailflow import link_path
+from .fixtures.properties import PROPERTIES
 from .fixtures.staff import StaffClient
 from .test_import import run as run_import
 from .test_migrations import empty_database_url, fresh_app  # noqa: F401 - fixtures used here
 
-IN_CI = os.environ.get("CI") == "true"
-PROPERTY = settings(
-    max_examples=300,
-    deadline=None,
-    database=None,
-    derandomize=IN_CI,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+PROPERTY = settings(PROPERTIES, max_examples=300)
 TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
 # Every public route with a token, as (route, what may follow the token).
 LINK_ROUTES = [

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import base64
-import os
 from collections.abc import Callable
 from email import policy
 from email.message import EmailMessage
@@ -30,7 +29,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from flask_babel import force_locale
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
@@ -51,19 +50,13 @@ from newsletter.subscriptions.lists import update_list
 from newsletter.validation import InvalidInput, normalise_email
 
 from .conftest import ORIGIN
-from .fixtures.mailflow import html_of
+from .fixtures.mailflow import Deliver, html_of
+from .fixtures.properties import PROPERTIES
 from .fixtures.smtp import SMTPServer, mail_problems
 from .fixtures.staff import StaffClient
 
 T = TypeVar("T")
-IN_CI = os.environ.get("CI") == "true"
-FUZZ = settings(
-    max_examples=60,
-    deadline=None,
-    database=None,
-    derandomize=IN_CI,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = settings(PROPERTIES, max_examples=60)
 UNIT = settings(FUZZ, max_examples=400)
 
 # The reproductions from the report.
@@ -376,17 +369,25 @@ def test_internationalised_and_plain_addresses_still_pass(address: str) -> None:
     assert normalise_email(address)[0]
 
 
+@pytest.fixture
+def delivered(deliver: Deliver, smtp_server: SMTPServer) -> Deliver:
+    """``deliver``, then the check that every mail received so far carries only our
+    headers: run the worker, check, return the new mails."""
+
+    def run() -> list[EmailMessage]:
+        mails = deliver()
+        assert_only_our_mail(smtp_server)
+        return mails
+
+    return run
+
+
 @given(email=any_email, name=st.one_of(name_text, lone_surrogates))
 @example(email=REPRO_EMAIL, name="")
 @example(email="reader@example.org", name=REPRO_TEXT)
 @FUZZ
 def test_api_signup_refuses_or_sends_only_our_headers(
-    client: FlaskClient,
-    default_list: MailingList,
-    deliver: Callable[[], list[EmailMessage]],
-    smtp_server: SMTPServer,
-    email: str,
-    name: str,
+    client: FlaskClient, default_list: MailingList, delivered: Deliver, email: str, name: str
 ) -> None:
     response = client.post("/api/v1/subscriptions", json={"email": email, "name": name})
 
@@ -394,8 +395,7 @@ def test_api_signup_refuses_or_sends_only_our_headers(
     if response.status_code != 202:
         assert response.get_json()["field"] in ("email", "name")
     event(f"{response.status_code} {response.get_json().get('field', '')}")
-    deliver()
-    assert_only_our_mail(smtp_server)
+    delivered()
 
 
 @given(email=any_email, name=name_text)
@@ -403,12 +403,7 @@ def test_api_signup_refuses_or_sends_only_our_headers(
 @example(email="reader@example.org", name=b_word(REPLY_TO_PAYLOAD))
 @FUZZ
 def test_form_signup_refuses_or_sends_only_our_headers(
-    client: FlaskClient,
-    default_list: MailingList,
-    deliver: Callable[[], list[EmailMessage]],
-    smtp_server: SMTPServer,
-    email: str,
-    name: str,
+    client: FlaskClient, default_list: MailingList, delivered: Deliver, email: str, name: str
 ) -> None:
     data = {"email": email, "name": name, "website": ""}
     response = client.post("/subscribe", data=data, headers={"Origin": ORIGIN})
@@ -418,8 +413,7 @@ def test_form_signup_refuses_or_sends_only_our_headers(
         page = response.get_data(as_text=True)
         assert 'id="email-error"' in page or 'id="name-error"' in page
     event(str(response.status_code))
-    deliver()
-    assert_only_our_mail(smtp_server)
+    delivered()
 
 
 def test_a_stored_unsafe_address_fails_its_mail_and_sends_nothing(
@@ -470,8 +464,7 @@ def test_campaign_subject_and_sender_are_refused_or_sent_as_one_header_each(
     app: Flask,
     default_list: MailingList,
     staff: StaffUser,
-    deliver: Callable[[], list[EmailMessage]],
-    smtp_server: SMTPServer,
+    delivered: Deliver,
     subject: str,
     sender: str,
 ) -> None:
@@ -483,9 +476,8 @@ def test_campaign_subject_and_sender_are_refused_or_sent_as_one_header_each(
     assert campaign is not None
     assert queue_test_mail(campaign.id, staff)
 
-    (mail,) = deliver()
+    (mail,) = delivered()
 
-    assert_only_our_mail(smtp_server)
     assert str(mail["Subject"]) == readable(f"[Test] {campaign.subject}")
     (sender_box,) = mail["From"].addresses
     assert sender_box.display_name == readable(parseaddr(campaign.sender)[0])
@@ -499,8 +491,7 @@ def test_list_name_is_refused_or_sent_as_one_header(
     default_list: MailingList,
     staff: StaffUser,
     subscribed: Callable[..., EmailMessage],
-    deliver: Callable[[], list[EmailMessage]],
-    smtp_server: SMTPServer,
+    delivered: Deliver,
     name: str,
 ) -> None:
     if not db.session.scalar(select(Subscriber).where(Subscriber.email == "reader@example.org")):
@@ -514,9 +505,8 @@ def test_list_name_is_refused_or_sent_as_one_header(
         return
     start_campaign(create_campaign("nyhedsbrev", "Nyt", BODY).id)
 
-    (mail,) = deliver()
+    (mail,) = delivered()
 
-    assert_only_our_mail(smtp_server)
     assert str(mail["List-Id"]).endswith("<nyhedsbrev.newsletter.test>")
 
 
@@ -589,8 +579,7 @@ def test_stored_texts_with_encoded_words_stay_inside_their_headers(
     default_list: MailingList,
     staff: StaffUser,
     subscribed: Callable[..., EmailMessage],
-    deliver: Callable[[], list[EmailMessage]],
-    smtp_server: SMTPServer,
+    delivered: Deliver,
 ) -> None:
     """A subject and list name stored before the rules (written here past them) no
     longer split Subject or List-Id, nor add a Reply-To or an HTML body."""
@@ -601,11 +590,10 @@ def test_stored_texts_with_encoded_words_stay_inside_their_headers(
     db.session.execute(update(MailingList).values(name=REPRO_TEXT))
     db.session.commit()
     assert queue_test_mail(campaign.id, staff)
-    test_mail, *_ = deliver()
+    test_mail, *_ = delivered()
     start_campaign(campaign.id)
-    (campaign_mail,) = deliver()
+    (campaign_mail,) = delivered()
 
-    assert_only_our_mail(smtp_server)
     assert str(test_mail["Subject"]) == "[Test] " + subject.replace("=?", "= ?")
     assert str(campaign_mail["Subject"]) == subject.replace("=?", "= ?")
     assert str(campaign_mail["List-Id"]) == f'"{readable(REPRO_TEXT)}" <nyhedsbrev.newsletter.test>'

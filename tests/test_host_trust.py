@@ -9,7 +9,6 @@ X-Forwarded-For and X-Forwarded-Proto are believed.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from email.message import EmailMessage
@@ -18,9 +17,10 @@ from urllib.parse import urljoin
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
 from newsletter.models import ConsentEvent, MailingList, StaffUser
@@ -28,6 +28,7 @@ from newsletter.web.origin import origin_of
 
 from .conftest import ORIGIN
 from .fixtures.mailflow import LINK, NOTHING, counts, html_of, text_of
+from .fixtures.properties import PROPERTIES
 from .fixtures.staff import STAFF_PASSWORD, csrf_from
 
 SITE = "https://inklusio.dk"  # the company's static site, in ALLOWED_ORIGINS
@@ -35,19 +36,20 @@ EVIL = "evil.example"
 HTTPS = "https://newsletter.test"  # BASE_URL of a deployment behind TLS
 CONFIGURED = {origin_of(ORIGIN), origin_of(SITE)}
 
-IN_CI = os.environ.get("CI") == "true"
-FUZZ = settings(
-    max_examples=100,
-    deadline=None,
-    database=None,
-    derandomize=IN_CI,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ = settings(PROPERTIES, max_examples=100)
 
 
 def forged(header: str, host: str) -> dict[str, str]:
     """Headers that claim the request was made to ``host``."""
     return {"Host": host} if header == "Host" else {"X-Forwarded-Host": host}
+
+
+def signup_under(app: Flask, header: str, email: str, origin: str) -> TestResponse:
+    """POST /subscribe for ``email`` from a page on ``origin``, the request claiming
+    (in ``header``) to be made to EVIL."""
+    return app.test_client().post(
+        "/subscribe", data={"email": email}, headers={**forged(header, EVIL), "Origin": origin}
+    )
 
 
 def browser_target(location: str) -> str | None:
@@ -100,12 +102,8 @@ def log_in_with_next(client: FlaskClient, email: str, nxt: str, headers: dict[st
 def test_a_post_whose_origin_is_the_forged_host_is_refused(
     app_factory: Callable[..., Flask], default_list: MailingList, proxies: int, header: str
 ) -> None:
-    client = app_factory(TRUSTED_PROXIES=proxies).test_client()
-    response = client.post(
-        "/subscribe",
-        data={"email": "forged@example.org"},
-        headers={**forged(header, EVIL), "Origin": f"http://{EVIL}"},
-    )
+    app = app_factory(TRUSTED_PROXIES=proxies)
+    response = signup_under(app, header, "forged@example.org", f"http://{EVIL}")
     assert response.status_code == 403
     assert counts() == NOTHING
 
@@ -278,12 +276,8 @@ def test_mail_links_of_a_signup_under_a_forged_host_are_on_base_url(
     proxies: int,
     header: str,
 ) -> None:
-    client = app_factory(TRUSTED_PROXIES=proxies).test_client()
-    response = client.post(
-        "/subscribe",
-        data={"email": "mail@example.org"},
-        headers={**forged(header, EVIL), "Origin": ORIGIN},
-    )
+    app = app_factory(TRUSTED_PROXIES=proxies)
+    response = signup_under(app, header, "mail@example.org", ORIGIN)
     assert response.status_code == 200
     (mail,) = deliver()
     links = LINK.findall(text_of(mail)) + LINK.findall(html_of(mail))
@@ -295,12 +289,8 @@ def test_mail_links_of_a_signup_under_a_forged_host_are_on_base_url(
 def test_the_ledger_names_the_signup_page_on_base_url_whatever_the_host(
     app_factory: Callable[..., Flask], default_list: MailingList, proxies: int, header: str
 ) -> None:
-    client = app_factory(TRUSTED_PROXIES=proxies).test_client()
-    response = client.post(
-        "/subscribe",
-        data={"email": "ledger@example.org"},
-        headers={**forged(header, EVIL), "Origin": ORIGIN},  # no Referer: the own page
-    )
+    app = app_factory(TRUSTED_PROXIES=proxies)
+    response = signup_under(app, header, "ledger@example.org", ORIGIN)  # no Referer: the own page
     assert response.status_code == 200
     db.session.commit()
     assert db.session.scalars(select(ConsentEvent.source_url)).one() == f"{ORIGIN}/subscribe"

@@ -8,13 +8,12 @@ OpenAPI document in test_openapi.py; the CSV import in the import tests.)
 from __future__ import annotations
 
 import json
-import os
 import re
 from email import message_from_bytes, policy
 from urllib.parse import quote, urlencode
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -23,10 +22,7 @@ from newsletter.models import OutboxMessage, Role, Subscriber
 from newsletter.worker.dispatch import render_outbox_message
 
 from .conftest import ORIGIN
-
-# In CI the examples are fixed (a red build must be reproducible); locally they vary,
-# so every run explores new input.
-IN_CI = os.environ.get("CI") == "true"
+from .fixtures.properties import PROPERTIES
 
 INJECTIONS = [
     "a@example.org\r\nBcc: victim@example.org",
@@ -83,13 +79,9 @@ hostile_arg = st.one_of(
     st.dates().map(lambda day: day.isoformat()),
     st.sampled_from(["", "0", "9999-12-31", "0001-01-01", "\x00", "a\x00b", "1" * 5000]),
 )
-FUZZ = settings(
-    max_examples=120,
-    deadline=None,
-    database=None,
-    derandomize=IN_CI,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+# In CI the examples are fixed (a red build must be reproducible); locally they vary,
+# so every run explores new input.
+FUZZ = settings(PROPERTIES, max_examples=120)
 # Headers our mails may carry; anything else in a rendered mail was injected.
 ALLOWED_HEADERS = {
     "from", "to", "subject", "date", "message-id", "mime-version", "content-type",

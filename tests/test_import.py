@@ -37,7 +37,7 @@ from newsletter.models import (
 from newsletter.subscriptions.suppression import add as suppress
 from newsletter.validation import InvalidInput
 
-from .fixtures.mailflow import link_path
+from .fixtures.mailflow import Deliver, link_path
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -162,10 +162,7 @@ def test_other_consent_times_are_refused(raw: str) -> None:
 
 
 def test_good_file_imports_active_and_pending_rows(
-    app: Flask,
-    client: FlaskClient,
-    make_list: Callable[..., MailingList],
-    deliver: Callable[[], list[EmailMessage]],
+    app: Flask, client: FlaskClient, make_list: Callable[..., MailingList], deliver: Deliver
 ) -> None:
     topic = make_list("topic", "Topic")
     job = queue(GOOD, topic)
@@ -220,7 +217,7 @@ def test_every_imported_row_has_a_ledger_event_with_the_evidence(
 
 
 def test_evidence_less_file_imports_everyone_as_pending(
-    app: Flask, make_list: Callable[..., MailingList], deliver: Callable[[], list[EmailMessage]]
+    app: Flask, make_list: Callable[..., MailingList], deliver: Deliver
 ) -> None:
     topic = make_list("topic", "Topic")
     job = run(b"email,name\none@example.org,One\ntwo@example.org,Two\n", topic)
@@ -283,7 +280,7 @@ def test_duplicates_within_the_file_are_errors(
 
 
 def test_unsubscribed_bounced_and_suppressed_are_never_reactivated(
-    app: Flask, make_list: Callable[..., MailingList], deliver: Callable[[], list[EmailMessage]]
+    app: Flask, make_list: Callable[..., MailingList], deliver: Deliver
 ) -> None:
     topic = make_list("topic", "Topic")
     run(
@@ -332,10 +329,27 @@ def test_unsubscribed_bounced_and_suppressed_are_never_reactivated(
     assert [address_of(m) for m in deliver()] == ["new@example.org"]
 
 
+TwoLists = tuple[MailingList, MailingList]
+SAM = b"email\nsam@example.org\n"
+
+
+@pytest.fixture
+def two_lists(make_list: Callable[..., MailingList]) -> TwoLists:
+    """Two lists, "first" and "second", to import the same address into."""
+    return make_list("first", "First"), make_list("second", "Second")
+
+
+@pytest.fixture
+def sam_on_first(two_lists: TwoLists) -> TwoLists:
+    """sam@example.org imported into "first" (pending, no mail sent yet); the two lists."""
+    run(SAM, two_lists[0])
+    return two_lists
+
+
 def test_existing_subscriber_keeps_their_name_and_gets_one_mail_for_all_pending_lists(
-    app: Flask, make_list: Callable[..., MailingList], deliver: Callable[[], list[EmailMessage]]
+    app: Flask, two_lists: TwoLists, deliver: Deliver
 ) -> None:
-    first, second = make_list("first", "First"), make_list("second", "Second")
+    first, second = two_lists
     run(b"email,name\nsam@example.org,Sam\n", first)
     assert len(deliver()) == 1
     db.session.execute(update(Subscriber).values(last_confirmation_sent_at=None))
@@ -350,16 +364,12 @@ def test_existing_subscriber_keeps_their_name_and_gets_one_mail_for_all_pending_
 
 
 def test_a_known_pending_address_imported_into_another_list_within_the_window_gets_its_confirmation(
-    app: Flask,
-    client: FlaskClient,
-    make_list: Callable[..., MailingList],
-    deliver: Callable[[], list[EmailMessage]],
+    app: Flask, client: FlaskClient, sam_on_first: TwoLists, deliver: Deliver
 ) -> None:
-    first, second = make_list("first", "First"), make_list("second", "Second")
-    run(b"email\nsam@example.org\n", first)
+    first, second = sam_on_first
     assert len(deliver()) == 1  # within the window: no mail names "second" yet
 
-    run(b"email\nsam@example.org\n", second)
+    run(SAM, second)
 
     (mail,) = deliver()
     assert client.post(link_path(mail, "confirm")).status_code == 200
@@ -368,14 +378,10 @@ def test_a_known_pending_address_imported_into_another_list_within_the_window_ge
 
 
 def test_an_address_mailed_for_the_same_lists_within_the_window_gets_no_second_mail(
-    app: Flask,
-    client: FlaskClient,
-    make_list: Callable[..., MailingList],
-    deliver: Callable[[], list[EmailMessage]],
+    app: Flask, client: FlaskClient, sam_on_first: TwoLists, deliver: Deliver
 ) -> None:
-    first, second = make_list("first", "First"), make_list("second", "Second")
-    run(b"email\nsam@example.org\n", first)
-    run(b"email\nsam@example.org\n", second)
+    first, second = sam_on_first
+    run(SAM, second)
     mails = deliver()
     assert len(mails) == 2  # the second one names both lists
 

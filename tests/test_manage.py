@@ -29,21 +29,8 @@ from newsletter.models import (
     SubscriptionStatus,
 )
 
-from .fixtures.mailflow import link_path, text_of
-
-Statuses = dict[str, SubscriptionStatus]
-
-
-def statuses(email_key: str) -> Statuses:
-    """List slug -> status for one subscriber, fresh from the database."""
-    db.session.commit()
-    rows = db.session.execute(
-        select(MailingList.slug, Subscription.status)
-        .join(Subscription, Subscription.list_id == MailingList.id)
-        .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
-        .where(Subscriber.email_key == email_key)
-    )
-    return {str(slug): status for slug, status in rows}
+from .fixtures.mailflow import Deliver, link_path, text_of
+from .fixtures.preferences import Lists, statuses
 
 
 def events() -> list[ConsentEvent]:
@@ -78,23 +65,6 @@ def checked_boxes(html: str) -> set[int]:
     return ticked
 
 
-@pytest.fixture
-def lists(make_list: Callable[..., MailingList]) -> dict[str, MailingList]:
-    """The default list plus two more topics."""
-    return {
-        "nyhedsbrev": make_list(default=True),
-        "tech": make_list("tech", "Tech notes", "Ja tak til tekniske noter."),
-        "events": make_list("events", "Arrangementer", "Ja tak til invitationer."),
-    }
-
-
-@pytest.fixture
-def manage_path(lists: dict[str, MailingList], subscribed: Callable[..., EmailMessage]) -> str:
-    """reader@example.org, active on the default list; the path of their manage link."""
-    welcome = subscribed("reader@example.org", name="Rita")
-    return link_path(welcome, "manage")
-
-
 def save(
     client: FlaskClient, path: str, wanted: list[MailingList], locale: str = "en"
 ) -> TestResponse:
@@ -110,10 +80,10 @@ def save(
 
 def test_get_shows_each_open_list_with_its_status_and_changes_nothing(
     client: FlaskClient,
-    lists: dict[str, MailingList],
+    lists: Lists,
     manage_path: str,
     subscribe: Callable[..., EmailMessage],
-    deliver: Callable[[], list[EmailMessage]],
+    deliver: Deliver,
 ) -> None:
     # Make a pending list too: tick tech, do not confirm.
     assert save(client, manage_path, [lists["nyhedsbrev"], lists["tech"]]).status_code == 200
@@ -144,7 +114,7 @@ def test_get_shows_each_open_list_with_its_status_and_changes_nothing(
 
 
 def test_get_does_not_show_archived_lists(
-    client: FlaskClient, lists: dict[str, MailingList], manage_path: str
+    client: FlaskClient, lists: Lists, manage_path: str
 ) -> None:
     db.session.execute(
         sa.update(MailingList)
@@ -158,16 +128,14 @@ def test_get_does_not_show_archived_lists(
 
 
 @pytest.mark.parametrize("token", ["garbage", "x" * 600])
-def test_bad_token_is_refused(
-    client: FlaskClient, lists: dict[str, MailingList], token: str
-) -> None:
+def test_bad_token_is_refused(client: FlaskClient, lists: Lists, token: str) -> None:
     response = client.get(f"/manage/{token}")
     assert response.status_code == 400
     assert "Set-Cookie" not in response.headers
 
 
 def test_unsubscribe_token_does_not_open_the_manage_page(
-    client: FlaskClient, lists: dict[str, MailingList], subscribed: Callable[..., EmailMessage]
+    client: FlaskClient, lists: Lists, subscribed: Callable[..., EmailMessage]
 ) -> None:
     welcome = subscribed("scope@example.org")
     token = link_path(welcome, "unsubscribe").rsplit("/", 1)[1]
@@ -178,10 +146,7 @@ def test_unsubscribe_token_does_not_open_the_manage_page(
 
 
 def test_unticking_a_list_withdraws_at_once(
-    client: FlaskClient,
-    lists: dict[str, MailingList],
-    manage_path: str,
-    deliver: Callable[[], list[EmailMessage]],
+    client: FlaskClient, lists: Lists, manage_path: str, deliver: Deliver
 ) -> None:
     before = len(events())
     response = save(client, manage_path, [])
@@ -200,10 +165,7 @@ def test_unticking_a_list_withdraws_at_once(
 
 
 def test_ticking_a_new_list_needs_confirmation_again(
-    client: FlaskClient,
-    lists: dict[str, MailingList],
-    manage_path: str,
-    deliver: Callable[[], list[EmailMessage]],
+    client: FlaskClient, lists: Lists, manage_path: str, deliver: Deliver
 ) -> None:
     before = len(events())
     response = save(client, manage_path, [lists["nyhedsbrev"], lists["tech"]])
@@ -240,10 +202,7 @@ def test_ticking_a_new_list_needs_confirmation_again(
 
 
 def test_resubscribing_a_left_list_needs_confirmation_again(
-    client: FlaskClient,
-    lists: dict[str, MailingList],
-    manage_path: str,
-    deliver: Callable[[], list[EmailMessage]],
+    client: FlaskClient, lists: Lists, manage_path: str, deliver: Deliver
 ) -> None:
     save(client, manage_path, [])
     assert statuses("reader@example.org") == {"nyhedsbrev": SubscriptionStatus.UNSUBSCRIBED}
@@ -255,10 +214,7 @@ def test_resubscribing_a_left_list_needs_confirmation_again(
 
 
 def test_saving_unchanged_choices_records_nothing(
-    client: FlaskClient,
-    lists: dict[str, MailingList],
-    manage_path: str,
-    deliver: Callable[[], list[EmailMessage]],
+    client: FlaskClient, lists: Lists, manage_path: str, deliver: Deliver
 ) -> None:
     before = snapshot()
     assert save(client, manage_path, [lists["nyhedsbrev"]]).status_code == 200
@@ -267,7 +223,7 @@ def test_saving_unchanged_choices_records_nothing(
 
 
 def test_a_malformed_list_value_changes_nothing(
-    client: FlaskClient, lists: dict[str, MailingList], manage_path: str
+    client: FlaskClient, lists: Lists, manage_path: str
 ) -> None:
     """A value that is not a list id (a slug, say) must not read as "no lists ticked"."""
     before = snapshot()
@@ -284,7 +240,7 @@ def test_a_malformed_list_value_changes_nothing(
 
 
 def test_changing_the_language_is_recorded(
-    app: Flask, client: FlaskClient, lists: dict[str, MailingList], manage_path: str
+    app: Flask, client: FlaskClient, lists: Lists, manage_path: str
 ) -> None:
     before = len(events())
     response = save(client, manage_path, [lists["nyhedsbrev"]], locale="da")
@@ -309,7 +265,7 @@ def test_changing_the_language_is_recorded(
 
 @pytest.mark.parametrize("locale", ["fr", "xx-evil", "EN"])
 def test_an_unsupported_language_is_refused_and_changes_nothing(
-    client: FlaskClient, lists: dict[str, MailingList], manage_path: str, locale: str
+    client: FlaskClient, lists: Lists, manage_path: str, locale: str
 ) -> None:
     before = snapshot()
     # Unticking the list in the same submission must not take effect either.
@@ -324,10 +280,7 @@ def test_an_unsupported_language_is_refused_and_changes_nothing(
 
 
 def test_unsubscribe_from_all_withdraws_every_active_list(
-    client: FlaskClient,
-    lists: dict[str, MailingList],
-    manage_path: str,
-    deliver: Callable[[], list[EmailMessage]],
+    client: FlaskClient, lists: Lists, manage_path: str, deliver: Deliver
 ) -> None:
     save(client, manage_path, [lists["nyhedsbrev"], lists["tech"], lists["events"]])
     (confirmation,) = deliver()
@@ -354,7 +307,7 @@ def test_unsubscribe_from_all_withdraws_every_active_list(
 
 
 def test_unsubscribe_from_all_also_cancels_pending_lists(
-    client: FlaskClient, lists: dict[str, MailingList], manage_path: str
+    client: FlaskClient, lists: Lists, manage_path: str
 ) -> None:
     save(client, manage_path, [lists["nyhedsbrev"], lists["tech"]])
     assert statuses("reader@example.org")["tech"] == SubscriptionStatus.PENDING
@@ -370,7 +323,7 @@ def test_unsubscribe_from_all_also_cancels_pending_lists(
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_manage_link_of_an_erased_subscriber_is_gone(
-    client: FlaskClient, lists: dict[str, MailingList], manage_path: str, method: str
+    client: FlaskClient, lists: Lists, manage_path: str, method: str
 ) -> None:
     subscriber = db.session.scalars(select(Subscriber)).one()
     db.session.delete(subscriber)

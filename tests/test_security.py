@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
 from werkzeug.test import TestResponse
@@ -39,6 +39,7 @@ from newsletter.web import RedactTokens
 
 from .conftest import TEST_SECRET
 from .fixtures.mailflow import link_path
+from .fixtures.properties import PROPERTIES
 
 PostForm = Callable[..., TestResponse]
 TOKEN = "eyJzIjoiQWJDZEVmR2hJaktsTW5PcCJ9.ZkXyWq.Q2hhbmdlZC1zaWduYXR1cmUtdmFsdWUtMTIzNDU2"
@@ -352,13 +353,7 @@ def spelled_token_paths(draw: st.DrawFn) -> tuple[str, str]:
     return token, f"{slashes}{spell(route)}{slashes}{spell(token)}"
 
 
-@settings(
-    max_examples=200,
-    deadline=None,
-    database=None,
-    derandomize=os.environ.get("CI") == "true",
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(PROPERTIES, max_examples=200)
 @given(spelled_token_paths())
 def test_any_spelling_of_a_token_path_is_logged_with_a_short_prefix(
     app: Flask, caplog: pytest.LogCaptureFixture, token_path: tuple[str, str]
