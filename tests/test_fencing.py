@@ -38,6 +38,7 @@ from newsletter.models import (
 )
 from newsletter.worker.outbox import OUTBOX, BatchResult, process_batch
 
+from .conftest import BACKEND
 from .fixtures.smtp import SMTPServer
 from .fixtures.staff import StaffClient
 from .test_lease import queued_rows
@@ -175,6 +176,52 @@ def test_a_worker_whose_lease_was_taken_over_stops_at_the_next_chunk_and_says_so
     assert len(taken) == 1
     assert f"campaign {campaign_id}: took over {second.sent} deliveries" in taken[0]
     assert "owner first-worker" in taken[0]
+
+
+@pytest.mark.postgres_only
+@pytest.mark.skipif(
+    BACKEND != "postgresql",
+    reason="a row lock held by another transaction, and lock_timeout, are PostgreSQL's",
+)
+def test_a_record_that_times_out_stops_the_batch_and_says_so(
+    app: Flask,
+    app_factory: Callable[..., Flask],
+    default_list: MailingList,
+    smtp_server: SMTPServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another transaction locks the worker's rows mid-batch (as a stuck session
+    would), so its next record waits for DATABASE_LOCK_TIMEOUT (1 s) and fails: the
+    worker sends nothing more, and its warning counts the chunk it could not record."""
+    chunk = 10
+    worker_app = app_factory(
+        DATABASE_LOCK_TIMEOUT=1,
+        DELIVERY_BATCH_SIZE=40,
+        DELIVERY_FENCE_CHUNK=chunk,
+        DELIVERY_FENCE_SECONDS=60,
+    )
+    add_subscribers(default_list, 40)
+    campaign_id = started_campaign()
+    smtp_server.recorder.delay = 0.05
+    caplog.set_level(logging.WARNING)
+
+    worker = Background(worker_app, lambda: send_deliveries(worker_app, "locked-out"))
+    wait_for(lambda: received_count(smtp_server) >= 15, 30, "the second chunk")
+    with db.engine.connect() as other:
+        other.begin()
+        other.execute(
+            select(Delivery.id).where(Delivery.status == DeliveryStatus.QUEUED).with_for_update()
+        ).all()
+        batch: DeliveryBatch = worker.join()
+        other.rollback()
+
+    assert (batch.lost, batch.sent, batch.unrecorded) == (True, 2 * chunk, chunk)
+    assert received_count(smtp_server) == 2 * chunk
+    assert count_sent(Delivery, DeliveryStatus.SENT) == chunk
+    (warning,) = fence_warnings(caplog)
+    assert f"campaign {campaign_id}, deliveries " in warning
+    assert "recording failed: OperationalError" in warning
+    assert f"{chunk} sent but not recorded, {40 - 2 * chunk} not sent" in warning
 
 
 def test_sent_rows_are_marked_chunk_by_chunk_while_the_batch_is_still_sending(
