@@ -60,7 +60,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    # Last: a tree of the code in PYTHONPATH (an older commit, to measure
+    # "before") is imported by this script as by its workers.
+    sys.path.append(str(ROOT))
 
 DEFAULT_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 BASE_URL = "https://news.example"
@@ -1307,9 +1309,20 @@ def main(argv: list[str] | None = None) -> int:
         help="ALTER TABLE deliveries SET (fillfactor = N) before the enqueue (an experiment;"
         " PostgreSQL's default is 100)",
     )
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        help="DELIVERY_FENCE_CHUNK of the workers: messages sent between two fenced marks "
+        "(default: the code's own)",
+    )
     args = parser.parse_args(argv)
     if args.recipients < 1 or args.workers < 1 or args.batch_size < 1:
         parser.error("--recipients, --workers and --batch-size must be positive")
+    from newsletter.config import DEFAULTS
+
+    if args.chunk is not None and "DELIVERY_FENCE_CHUNK" not in DEFAULTS:
+        parser.error("--chunk: this code has no DELIVERY_FENCE_CHUNK setting")
+    chunk = args.chunk if args.chunk is not None else DEFAULTS.get("DELIVERY_FENCE_CHUNK")
 
     # SIGTERM runs the clean-up below like Ctrl-C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -1369,8 +1382,12 @@ def main(argv: list[str] | None = None) -> int:
         results.busiest["ceiling"] = window.busiest
         results.ceiling_rate = args.recipients / results.ceiling_seconds
 
-        print(f"campaign: {args.workers} worker(s), batch size {args.batch_size} ...", flush=True)
+        fencing = f"fence chunk {chunk}" if chunk else "no fencing in this code"
+        print(f"campaign: {args.workers} worker(s), batch size {args.batch_size}, {fencing} ...",
+              flush=True)  # fmt: skip
         env = worker_environment(url, secret, port, args.batch_size, dkim_env)
+        if args.chunk is not None:
+            env["NEWSLETTER_DELIVERY_FENCE_CHUNK"] = str(args.chunk)
         wait_quiet(args.wait_quiet, sink_pid)
         activity = ActivitySampler(url, name) if args.profile is not None else None
         if activity is not None:
