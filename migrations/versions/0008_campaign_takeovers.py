@@ -40,6 +40,8 @@ def upgrade():
 
 
 def downgrade():
-    with op.batch_alter_table("campaigns") as batch_op:
-        batch_op.drop_column("possibly_duplicated")
-        batch_op.drop_column("taken_over")
+    # Not in batch mode: on SQLite that copies the table and drops the old one,
+    # and dropping ``campaigns`` with foreign keys on would cascade to every
+    # delivery. SQLite (3.35 or later) and PostgreSQL drop a plain column in place.
+    op.drop_column("campaigns", "possibly_duplicated")
+    op.drop_column("campaigns", "taken_over")
