@@ -93,9 +93,9 @@ DEFAULTS: dict[str, Any] = {
     # Database timeouts, in seconds (0 turns one off); docs/deploy.md, "Timeouts".
     # Each is well below the leases above, so a worker cut from the database
     # fails with a logged error long before another worker may take its rows.
-    "DATABASE_CONNECT_TIMEOUT": 3,
+    "DATABASE_CONNECT_TIMEOUT": 2,
     # Unacknowledged data (a statement sent into a partition) fails after this.
-    "DATABASE_TCP_USER_TIMEOUT": 5,
+    "DATABASE_TCP_USER_TIMEOUT": 3,
     # A silent connection is probed after IDLE, then every INTERVAL, COUNT times.
     "DATABASE_KEEPALIVE_IDLE": 5,
     "DATABASE_KEEPALIVE_INTERVAL": 2,
