@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -32,6 +33,21 @@ from .lease import Leasable, Lease, record, release
 from .models import utcnow
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchCounts:
+    """What a fenced send loop did with one batch (outbox and campaign deliveries alike)."""
+
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+    @property
+    def handled(self) -> int:
+        """How many rows the batch took care of."""
+        return self.sent + self.retried + self.failed + self.skipped
 
 
 class Fence:

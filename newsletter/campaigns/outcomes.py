@@ -8,6 +8,7 @@ from typing import Any
 from flask import current_app
 
 from ..extensions import db
+from ..fence import BatchCounts
 from ..lease import Lease, settle
 from ..mail.retry import next_attempt
 from ..mail.transport import PermanentFailure, ServerUnavailable
@@ -18,21 +19,12 @@ from .claim import DELIVERIES
 
 
 @dataclass
-class DeliveryBatch:
+class DeliveryBatch(BatchCounts):
     """Outcome counts of one batch, and the campaigns it touched."""
 
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    skipped: int = 0
     campaigns: set[int] = field(default_factory=set)
     unrecorded: int = 0  # sent, but the lease was lost before they were marked
     lost: bool = False  # the batch stopped because its lease was no longer its own
-
-    @property
-    def handled(self) -> int:
-        """Rows taken care of."""
-        return self.sent + self.retried + self.failed + self.skipped
 
 
 @dataclass(frozen=True)

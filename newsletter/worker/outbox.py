@@ -21,7 +21,7 @@ from flask import Flask, current_app
 from sqlalchemy import select
 
 from ..extensions import db
-from ..fence import Fence
+from ..fence import BatchCounts, Fence
 from ..lease import Leasable, Lease, claim, free, release, settle, worker_id
 from ..mail.headers import UnsafeHeader
 from ..mail.message import OutgoingMail
@@ -39,18 +39,8 @@ OUTBOX = Leasable(
 
 
 @dataclass
-class BatchResult:
-    """Counts for one batch."""
-
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    skipped: int = 0
-
-    @property
-    def handled(self) -> int:
-        """How many rows the batch took care of."""
-        return self.sent + self.retried + self.failed + self.skipped
+class BatchResult(BatchCounts):
+    """Counts for one outbox batch."""
 
 
 def claim_batch(owner: str, size: int, lease: Lease | None = None) -> list[int]:
