@@ -87,6 +87,17 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_HEADERS_ENABLED": True,
     "SIGNUP_RATE_LIMIT": "10 per minute;60 per hour",
     "MAX_CONTENT_LENGTH": 64 * 1024,
+    # Signup intake (subscriptions/intake.py): a public signup stores one row
+    # and answers; a worker takes up to BATCH rows at a time for LEASE seconds
+    # and gives a row up as failed after MAX_ATTEMPTS claims. The open lists,
+    # their consent texts and the policy in force are read at most every
+    # TERMS_CACHE seconds by each web process (at once after a change in it).
+    "INTAKE_BATCH_SIZE": 200,
+    "INTAKE_LEASE_SECONDS": 60,
+    "INTAKE_MAX_ATTEMPTS": 5,
+    # A worker waiting for work looks for new intake rows this often.
+    "INTAKE_POLL_SECONDS": 0.1,
+    "SIGNUP_TERMS_CACHE_SECONDS": 5,
     "BABEL_DEFAULT_LOCALE": "da",
     "LANGUAGES": ["da", "en"],
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},

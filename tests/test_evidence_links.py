@@ -31,9 +31,9 @@ from newsletter.ledger import Evidence, append_event, verify_chain
 from newsletter.ledger.evidence import MAX_SOURCE_URL, REDACTED, TOKEN_ROUTES, page_of
 from newsletter.models import Channel, ConsentEvent, ConsentEventType, MailingList, Role, Subscriber
 from newsletter.subscriptions.lists import create_list
-from newsletter.subscriptions.service import SignupRequest, request_subscription
 from newsletter.tokens import Purpose, make_token
 
+from .fixtures.intake import SignupRequest, sign_up_now
 from .fixtures.mailflow import link_path
 from .fixtures.properties import PROPERTIES
 from .fixtures.staff import StaffClient
@@ -315,7 +315,7 @@ def test_migration_0007_removes_stored_links_and_the_chain_still_verifies(
         "suppressed": "http://localhost/admin/subscribers/1",
         "imported": f"https://partner.example/signup?ref={foreign}",
     }
-    request_subscription(
+    sign_up_now(
         SignupRequest(
             email="old@example.org",
             channel=Channel.FORM,

@@ -36,9 +36,9 @@ from newsletter.models import (
     Subscriber,
     UTCDateTime,
 )
-from newsletter.subscriptions.service import SignupRequest, request_subscription
 
 from .conftest import TEST_SECRET
+from .fixtures.intake import SignupRequest, sign_up_now
 from .fixtures.mailflow import link_path
 from .fixtures.threads import sign_up_from_threads
 
@@ -529,7 +529,7 @@ def test_old_events_verify_after_secret_key_rotation(
         assert old_digest in email_digests("alice@example.org")
         assert proof["email_digest"] != old_digest  # new events use the new key
         # New events under the new key chain on and verify together with the old.
-        request_subscription(
+        sign_up_now(
             SignupRequest(
                 email="after-rotation@example.org", channel=Channel.API, evidence=Evidence()
             )

@@ -30,9 +30,9 @@ from newsletter.ledger import Evidence, verify_chain
 from newsletter.ledger.chain import GENESIS_HASH
 from newsletter.models import Channel, UTCDateTime
 from newsletter.subscriptions.lists import create_list
-from newsletter.subscriptions.service import SignupRequest, request_subscription
 
 from .conftest import BACKEND, POSTGRES_ADMIN_URL, TEST_SECRET
+from .fixtures.intake import SignupRequest, sign_up_now
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -145,9 +145,7 @@ def test_upgrade_on_an_empty_database_reaches_head_without_drift(fresh_app: Flas
 def test_migrated_database_takes_events_from_the_genesis_row(fresh_app: Flask) -> None:
     upgrade()
     create_list("nyhedsbrev", "Nyhedsbrev", "Ja tak.", default=True)
-    request_subscription(
-        SignupRequest(email="first@example.org", channel=Channel.API, evidence=Evidence())
-    )
+    sign_up_now(SignupRequest(email="first@example.org", channel=Channel.API, evidence=Evidence()))
     report = verify_chain()
     assert report.ok, report.problems
     assert report.events == 1

@@ -38,8 +38,9 @@ def append_events(events: Sequence[PendingEvent], policy: PolicyInForce | None =
     looked up here when not given or when the day has changed. The head is
     locked (``FOR UPDATE``; on SQLite the write lock is held since BEGIN
     IMMEDIATE) from here to the caller's commit, so do this last. The time is
-    read under the lock, as ``append_pending`` does, so ``seq`` order is time
-    order.
+    read under the lock, as ``append_pending`` does; an event with ``recorded``
+    keeps the time and policy recorded with it instead. ``seq`` is the order
+    of appending, so it is not time order: a signup waits in the intake.
     """
     if not events:
         return
@@ -52,9 +53,12 @@ def append_events(events: Sequence[PendingEvent], policy: PolicyInForce | None =
     now = utcnow()
     policy_id = policy.version_on(now.date())
     seq, previous = head.seq, head.row_hash
-    for row in rows:
+    for event, row in zip(events, rows, strict=True):
         seq += 1
-        row.update(seq=seq, prev_hash=previous, occurred_at=now, policy_version_id=policy_id)
+        at, policy_of = now, policy_id
+        if event.recorded is not None:
+            at, policy_of = event.recorded.at, event.recorded.policy_version_id
+        row.update(seq=seq, prev_hash=previous, occurred_at=at, policy_version_id=policy_of)
         row["row_hash"] = previous = hash_of(row, key)
     if len(rows) >= COPY_FROM:
         bulk_insert(ConsentEvent.__table__, rows)

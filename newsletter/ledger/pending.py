@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..extensions import db
@@ -19,13 +20,24 @@ from .keys import email_digest, personal_digest
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """When an event appended later happened, and the privacy policy in force
+    then (None before any was imported): a signup taken from the intake."""
+
+    at: datetime
+    policy_version_id: int | None
+
+
+@dataclass(frozen=True)
 class PendingEvent:
     """One consent event, before it is chained.
 
     ``email`` is the address as stored (a personal field, cleared by erasure),
     ``email_key`` its normalised form, which the keyed ``email_digest`` is made
     of. ``evidence`` is the request's (a system event or an import has none:
-    an import's evidence is in ``details``).
+    an import's evidence is in ``details``). ``recorded`` is set when the event
+    happened before it is appended: its ``occurred_at`` and policy are then
+    those recorded, not the time and policy of the append.
     """
 
     event: str
@@ -37,6 +49,7 @@ class PendingEvent:
     list_id: int | None = None
     consent_text_id: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    recorded: Recorded | None = None
 
     @classmethod
     def of(
@@ -49,6 +62,7 @@ class PendingEvent:
         list_id: int | None = None,
         consent_text_id: int | None = None,
         details: Mapping[str, Any] | None = None,
+        recorded: Recorded | None = None,
     ) -> PendingEvent:
         """The event of a subscriber row; one added in this transaction is flushed
         first, so that the event names its id."""
@@ -64,6 +78,7 @@ class PendingEvent:
             list_id=list_id,
             consent_text_id=consent_text_id,
             details=details or {},
+            recorded=recorded,
         )
 
     def columns(self, key: bytes) -> dict[str, Any]:

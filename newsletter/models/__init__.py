@@ -8,6 +8,7 @@ from .campaigns import (
     SendRateBucket,
 )
 from .imports import ImportJob, ImportStatus
+from .intake import SignupIntake
 from .ledger import Channel, ConsentEvent, ConsentEventType, LedgerHead
 from .lists import ConsentText, MailingList
 from .outbox import OutboxKind, OutboxMessage, OutboxStatus
@@ -38,6 +39,7 @@ __all__ = [
     "PolicyVersion",
     "Role",
     "SendRateBucket",
+    "SignupIntake",
     "StaffUser",
     "Subscriber",
     "Subscription",

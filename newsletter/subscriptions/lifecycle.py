@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import Row, Select, insert, select
+from sqlalchemy import Row, Select, select
 
 from ..extensions import db
 from ..ledger import Evidence
-from ..ledger.batch import append_events
 from ..ledger.chain import PolicyInForce, append_pending, policy_in_force_query
-from ..ledger.pending import PendingEvent
+from ..ledger.pending import PendingEvent, Recorded
 from ..mail.outbox import enqueue
 from ..models import (
     Channel,
@@ -28,8 +27,6 @@ from ..models import (
     SubscriptionStatus,
     utcnow,
 )
-from ..service_messages import page_gettext as _
-from ..validation import InvalidInput
 
 ACTIVE_OR_PENDING = (SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING)
 _CHUNK = 1000  # subscriber ids per IN list
@@ -44,15 +41,21 @@ class Terms:
 
 
 def request_lists(
-    subscriber: Subscriber, terms: Terms, channel: Channel, evidence: Evidence
+    subscriber: Subscriber,
+    terms: Terms,
+    channel: Channel,
+    evidence: Evidence,
+    recorded: Recorded | None = None,
 ) -> list[PendingEvent]:
     """Make each list pending unless already active; return the events to log.
 
     The caller appends them (``append_all``, with ``terms.policy``) once its
-    other writes are done.
+    other writes are done. ``recorded`` is the time and policy of a request
+    made earlier (a signup from the intake): the request time is then when
+    the lists were requested.
     """
     existing = {s.list_id: s for s in subscriber.subscriptions}
-    now = utcnow()
+    now = recorded.at if recorded is not None else utcnow()
     events = []
     for list_id, text_id in terms.texts.items():
         subscription = existing.get(list_id)
@@ -73,92 +76,10 @@ def request_lists(
                 evidence=evidence,
                 list_id=list_id,
                 consent_text_id=text_id,
+                recorded=recorded,
             )
         )
     return events
-
-
-@dataclass(frozen=True)
-class NewAddress:
-    """A subscriber row just inserted by a signup."""
-
-    id: int
-    email: str
-    email_key: str
-
-
-def request_lists_of_new_address(
-    subscriber: NewAddress, terms: Terms, channel: Channel, evidence: Evidence
-) -> None:
-    """A new address: every list pending, one confirmation mail, the events logged.
-
-    The same outcome as ``request_lists`` + ``maybe_send_confirmation`` +
-    ``append_all`` for an address that has nothing yet, written as plain
-    INSERTs (the subscriptions, the outbox row) and one batch ledger append
-    instead of mapped objects: this is the path every new visitor takes, and
-    the unit of work was a large share of its cost (docs/performance.md,
-    "Signup load").
-    """
-    now = utcnow()
-    list_ids = list(terms.texts)
-    db.session.execute(
-        insert(Subscription.__table__),
-        [
-            {
-                "subscriber_id": subscriber.id,
-                "list_id": list_id,
-                "status": SubscriptionStatus.PENDING,
-                "consent_text_id": text_id,
-                "requested_at": now,
-            }
-            for list_id, text_id in terms.texts.items()
-        ],
-    )
-    db.session.execute(
-        insert(OutboxMessage.__table__).values(
-            kind=OutboxKind.CONFIRM,
-            subscriber_id=subscriber.id,
-            payload={"lists": sorted(list_ids)},
-            next_attempt_at=now,
-        )
-    )
-    events = [
-        PendingEvent(
-            event=ConsentEventType.REQUESTED,
-            channel=channel,
-            subscriber_id=subscriber.id,
-            email=subscriber.email,
-            email_key=subscriber.email_key,
-            evidence=evidence,
-            list_id=list_id,
-            consent_text_id=text_id,
-        )
-        for list_id, text_id in terms.texts.items()
-    ]
-    append_events(events, terms.policy)
-
-
-def terms_for_slugs(slugs: list[str], field: str) -> Terms:
-    """The open lists named by ``slugs`` (the default list when none), with their terms.
-
-    One query for the lists, their consent texts and the policy; a slug that
-    names no open list is the visitor's error, reported on ``field``.
-    """
-    today = utcnow().date()
-    query = _terms_query(today).where(MailingList.archived_at.is_(None))
-    if slugs:
-        query = query.where(MailingList.slug.in_(slugs))
-    else:
-        query = query.order_by(MailingList.is_default.desc(), MailingList.id).limit(1)
-    rows = db.session.execute(query).all()
-    if not rows and not slugs:
-        raise InvalidInput(field, _("There is no list to subscribe to yet."))
-    by_slug = {row.slug: row for row in rows}
-    missing = [slug for slug in slugs if slug not in by_slug]
-    if missing:
-        raise InvalidInput(field, _("Unknown list: %(slug)s.", slug=", ".join(missing)))
-    ordered = [by_slug[slug] for slug in slugs] if slugs else rows
-    return _terms(ordered, today)
 
 
 def terms_in_force(list_ids: list[int]) -> Terms:
@@ -168,12 +89,12 @@ def terms_in_force(list_ids: list[int]) -> Terms:
     read in the same transaction as the request it is recorded with.
     """
     today = utcnow().date()
-    rows = db.session.execute(_terms_query(today).where(MailingList.id.in_(list_ids))).all()
+    rows = db.session.execute(terms_query(today).where(MailingList.id.in_(list_ids))).all()
     by_id = {row.id: row for row in rows}
     return _terms([by_id[i] for i in list_ids if i in by_id], today)
 
 
-def _terms_query(today: date) -> Select[tuple[int, str, int | None, int | None]]:
+def terms_query(today: date) -> Select[tuple[int, str, int | None, int | None]]:
     """Lists with their newest consent text and the policy in force on ``today`` (UTC)."""
     newest_text = (
         select(ConsentText.id)
@@ -192,7 +113,7 @@ def _terms_query(today: date) -> Select[tuple[int, str, int | None, int | None]]
 
 
 def _terms(rows: Sequence[Row[tuple[int, str, int | None, int | None]]], today: date) -> Terms:
-    """The rows of ``_terms_query`` as Terms; every open list must have a consent text."""
+    """The rows of ``terms_query`` as Terms; every open list must have a consent text."""
     missing = [row.id for row in rows if row.text_id is None]
     if missing:
         raise LookupError(f"list {missing[0]} has no consent text")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..ledger import Evidence, append_event
@@ -23,16 +22,13 @@ from ..models import (
 )
 from ..tokens import TokenPayload
 from ..transaction import transactional
-from ..validation import clean_locale, clean_name, clean_slugs, normalise_email
+from ..validation import clean_locale
 from . import suppression
 from .lifecycle import (
     ACTIVE_OR_PENDING,
-    NewAddress,
     append_all,
     maybe_send_confirmation,
     request_lists,
-    request_lists_of_new_address,
-    terms_for_slugs,
     terms_in_force,
 )
 from .lists import open_lists
@@ -41,88 +37,6 @@ from .withdrawal import withdraw
 
 class UnknownSubscriber(LookupError):
     """A genuine link whose subscriber no longer exists (erased)."""
-
-
-@dataclass(frozen=True)
-class SignupRequest:
-    """A signup as received from a form, the API or a command."""
-
-    email: str
-    channel: Channel
-    evidence: Evidence
-    name: str | None = None
-    list_slugs: list[str] = field(default_factory=list)
-    locale: str | None = None
-    lists_field: str = "list"
-
-
-@transactional
-def request_subscription(request: SignupRequest) -> None:
-    """Record a signup and queue a confirmation mail (double opt-in).
-
-    The outcome is deliberately invisible to the caller: new, pending, active
-    and unsubscribed addresses all return the same way, so the answer cannot
-    be used to learn who subscribes. An active subscription is never
-    downgraded, and a confirmation mail is repeated at most once per
-    CONFIRM_RESEND_WINDOW; a list that no mail within the window names gets
-    one at once (``maybe_send_confirmation``).
-    """
-    email, email_key = normalise_email(request.email)
-    name = clean_name(request.name)
-    slugs = clean_slugs(request.list_slugs, request.lists_field)
-    locale = clean_locale(request.locale, current_app.config["LANGUAGES"])
-    terms = terms_for_slugs(slugs, request.lists_field)
-    created = _insert_address(email, email_key, name, locale)
-    if created is not None:
-        request_lists_of_new_address(created, terms, request.channel, request.evidence)
-    else:
-        subscriber = _lock_address(email_key)
-        events = request_lists(subscriber, terms, request.channel, request.evidence)
-        maybe_send_confirmation(subscriber)
-        # The ledger head lock serialises every append, so it is taken last:
-        # the subscriber, subscription and outbox writes are flushed before
-        # it, and the lock is held only for the event insert, the head update
-        # and COMMIT. The new-address path does the same.
-        append_all(events, terms.policy)
-
-
-def _insert_address(email: str, email_key: str, name: str, locale: str | None) -> NewAddress | None:
-    """Insert a new address and return it; None when the address is known.
-
-    ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` creates a new address in
-    one statement. When the address exists, or another request is creating it
-    at this moment (PostgreSQL makes the insert wait for that transaction), it
-    inserts nothing. A new subscriber gets a confirmation at once, so its
-    ``last_confirmation_sent_at`` is written with the row.
-    """
-    insert = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
-    table = Subscriber.__table__
-    created_id = db.session.scalar(
-        insert(table)
-        .values(
-            email=email,
-            email_key=email_key,
-            name=name,
-            locale=locale or current_app.config["BABEL_DEFAULT_LOCALE"],
-            last_confirmation_sent_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=[table.c.email_key])
-        .returning(table.c.id)
-    )
-    return None if created_id is None else NewAddress(created_id, email, email_key)
-
-
-def _lock_address(email_key: str) -> Subscriber:
-    """The known subscriber with this address key, row-locked until commit.
-
-    Two signups of one address take turns, so they cannot both decide that a
-    confirmation mail is due. Name and language are taken only from the
-    first signup: an unauthenticated form must not overwrite what a confirmed
-    subscriber chose.
-    """
-    return db.session.scalars(
-        select(Subscriber).where(Subscriber.email_key == email_key).with_for_update()
-    ).one()
 
 
 def subscriber_for(payload: TokenPayload, *, lock: bool = False) -> Subscriber:

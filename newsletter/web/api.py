@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 from ..extensions import limiter
 from ..ledger import evidence_from_request
 from ..models import Channel
-from ..subscriptions.service import SignupRequest, request_subscription
+from ..subscriptions.intake import SignupRequest, accept_signup, signal_arrival
 from ..urls import base_url
 from ..validation import InvalidInput, require_encodable
 from .origin import cors_origin, origin_allowed
@@ -66,7 +66,7 @@ def create_subscription() -> ResponseReturnValue:
         # The API speaks English whatever the Accept-Language (clients show
         # their own texts; see docs/embedding.md), so service messages too.
         with force_locale("en"):
-            request_subscription(
+            accept_signup(
                 SignupRequest(
                     email=data["email"],
                     name=data.get("name"),
@@ -79,6 +79,7 @@ def create_subscription() -> ResponseReturnValue:
             )
     except InvalidInput as exc:
         return _error(422, exc.message, exc.field)
+    signal_arrival()
     return jsonify(status="accepted", message="Check your inbox to confirm."), 202
 
 

@@ -11,8 +11,8 @@ from flask_babel import get_locale
 from ..extensions import limiter
 from ..ledger import evidence_from_request
 from ..models import Channel
+from ..subscriptions.intake import SignupRequest, accept_signup, signal_arrival
 from ..subscriptions.lists import open_lists
-from ..subscriptions.service import SignupRequest, request_subscription
 from ..validation import InvalidInput
 from .forms import SignupForm
 from .origin import origin_allowed, safe_next
@@ -49,7 +49,7 @@ def subscribe() -> ResponseReturnValue:
     if not origin_allowed():
         abort(403, description="This form may only be sent from this site or an allowed site.")
     # The list choices are loaded only to show the form again: the service
-    # checks the slugs against the open lists in the query it makes anyway.
+    # checks the slugs against the open lists it keeps (subscriptions/terms.py).
     form = SignupForm(request.form)
     if form.website.data:
         log.info("signup honeypot filled; ignored")
@@ -57,7 +57,7 @@ def subscribe() -> ResponseReturnValue:
     if not form.validate():
         return render_template("public/subscribe.html", form=_form(form)), 400
     try:
-        request_subscription(
+        accept_signup(
             SignupRequest(
                 email=form.email.data or "",
                 name=form.name.data,
@@ -73,6 +73,7 @@ def subscribe() -> ResponseReturnValue:
         field = getattr(form, exc.field, form.email)
         field.errors = [*field.errors, exc.message]
         return render_template("public/subscribe.html", form=_form(form)), 400
+    signal_arrival()
     return _accepted(form)
 
 
