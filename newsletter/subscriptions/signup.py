@@ -46,12 +46,16 @@ def refused(rows: Sequence[Intake]) -> dict[int, str]:
     archived, or a consent text that is not that list's. Two queries."""
     list_ids = {int(pair[0]) for row in rows for pair in row.terms}
     text_ids = {int(pair[1]) for row in rows for pair in row.terms}
-    lists = dict(db.session.execute(
+    lists = dict(
+        db.session.execute(
             select(MailingList.id, MailingList.archived_at).where(MailingList.id.in_(list_ids))
-        ))
-    texts = dict(db.session.execute(
+        ).all()
+    )
+    texts = dict(
+        db.session.execute(
             select(ConsentText.id, ConsentText.list_id).where(ConsentText.id.in_(text_ids))
-        ))
+        ).all()
+    )
     reasons: dict[int, str] = {}
     for row in rows:
         for list_id, text_id in row.terms:
@@ -127,7 +131,7 @@ def _insert_addresses(rows: Sequence[Intake]) -> dict[str, int]:
         .on_conflict_do_nothing(index_elements=[table.c.email_key])
         .returning(table.c.email_key, table.c.id)
     )
-    return dict(db.session.execute(statement))
+    return dict(db.session.execute(statement).all())
 
 
 def _request_for_new(rows: Sequence[Intake], subscriber_ids: dict[int, int]) -> None:
