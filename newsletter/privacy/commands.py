@@ -1,4 +1,4 @@
-"""`newsletter policy import FILE`, `newsletter purge`, `newsletter privacy export|report`."""
+"""`newsletter policy import FILE`, `newsletter purge`, `newsletter privacy export|erase|report`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup, with_appcontext
 
-from ..models import utcnow
+from ..ledger import Evidence
+from ..models import Channel, utcnow
 from ..validation import InvalidInput
-from .data_export import audited_data_export, subscriber_id_for_address
-from .erasure import UnknownSubscriber
+from .data_export import audited_data_export, audited_intake_export, subscriber_id_for_address
+from .erasure import UnknownSubscriber, erase_address
 from .policy import MAX_POLICY_BYTES, PolicyError, import_policy
 from .report import processing_record
 from .retention import purge
@@ -76,6 +77,9 @@ def purge_command() -> None:
 def export_command(email: str) -> None:
     """Print everything held about one address as JSON (GDPR Art. 15, 20).
 
+    An address whose signup is still waiting in the intake (no subscriber
+    yet) gets the document with those signups only.
+
     A list's subscribers as CSV is `newsletter list export`.
     """
     try:
@@ -83,9 +87,43 @@ def export_command(email: str) -> None:
     except InvalidInput as exc:
         raise click.BadParameter(exc.message, param_hint="EMAIL") from exc
     except UnknownSubscriber:
-        raise click.ClickException("No subscriber has that address.") from None
-    document = audited_data_export(subscriber_id, actor=None)
+        # A signup not processed yet (or failed) is data held about the address too.
+        found = audited_intake_export(email, actor=None)
+        if found is None:
+            raise click.ClickException("No subscriber has that address.") from None
+        document = found
+    else:
+        document = audited_data_export(subscriber_id, actor=None)
     click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@privacy_cli.command("erase", short_help="Erase everything held about one address (GDPR Art. 17).")
+@click.argument("email")
+@click.confirmation_option(prompt="Erase everything held about this address? It cannot be undone")
+def erase_command(email: str) -> None:
+    """Erase everything held about one address, as "Erase me" does (GDPR Art. 17).
+
+    Its subscriber, if any, and its signups still waiting in the intake (or
+    failed there) are deleted, and the ledger keeps its events without the
+    personal fields. An address whose signup a worker has not processed yet
+    has only intake rows: those are deleted. Writes an audit entry.
+    """
+    try:
+        result = erase_address(email, channel=Channel.STAFF, actor=None, evidence=Evidence())
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message, param_hint="EMAIL") from exc
+    if not result.found:
+        raise click.ClickException("Nothing is held about that address.")
+    erased = result.subscriber
+    if erased is None:
+        click.echo("no subscriber has that address")
+    else:
+        click.echo(
+            f"erased subscriber #{erased.subscriber_id}: ledger events stripped "
+            f"{erased.ledger_events}, deliveries anonymised {erased.deliveries}, "
+            f"queued mail deleted {erased.outbox_messages}"
+        )
+    click.echo(f"signups deleted from the intake: {result.intake_rows}")
 
 
 @privacy_cli.command(

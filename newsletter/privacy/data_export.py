@@ -18,15 +18,19 @@ from ..ledger.proof import consent_proof
 from ..mail.outbox import enqueue
 from ..models import (
     Campaign,
+    ConsentText,
     Delivery,
     MailingList,
     OutboxKind,
     OutboxMessage,
+    PolicyVersion,
+    SignupIntake,
     StaffUser,
     Subscriber,
     utcnow,
 )
 from ..staff import audit
+from ..subscriptions.intake import waiting_of
 from ..subscriptions.service import subscriber_for
 from ..tokens import TokenPayload
 from ..transaction import transactional
@@ -68,24 +72,17 @@ def subscriber_data_export(subscriber_id: int) -> dict[str, Any]:
     Profile, subscriptions with the consent text each was given under, the
     full consent history from the ledger (matched by the keyed pseudonym, so
     events of an earlier, erased registration of the same address are
-    included), and every mail: campaign deliveries and transactional mail.
-    The link key (``token_key``) is left out: it is a credential, not data
-    about the person.
+    included), every mail: campaign deliveries and transactional mail, and
+    the signups of the address still waiting in the intake or failed there
+    (``signups_waiting``: what was received, as received). The link key
+    (``token_key``) is left out: it is a credential, not data about the person.
     """
     subscriber = db.session.get(Subscriber, subscriber_id)
     if subscriber is None:
         raise UnknownSubscriber(subscriber_id)
-    config = current_app.config
     proof = consent_proof(subscriber.email)
     return {
-        "format": "newsletter.data-export",
-        "format_version": FORMAT_VERSION,
-        "generated_at": _iso(utcnow()),
-        "controller": {
-            "name": config["ORGANIZATION_NAME"],
-            "address": config["POSTAL_ADDRESS"],
-            "website": config.get("BASE_URL") or None,
-        },
+        **_heading(),
         "profile": {
             "email": subscriber.email,
             "name": subscriber.name,
@@ -110,6 +107,48 @@ def subscriber_data_export(subscriber_id: int) -> dict[str, Any]:
             "newsletters": _deliveries(subscriber.id),
             "transactional": _outbox(subscriber.id),
         },
+        "signups_waiting": intake_of(subscriber.email_key),
+    }
+
+
+def _heading() -> dict[str, Any]:
+    """The document's format, time and the controller (from the settings)."""
+    config = current_app.config
+    return {
+        "format": "newsletter.data-export",
+        "format_version": FORMAT_VERSION,
+        "generated_at": _iso(utcnow()),
+        "controller": {
+            "name": config["ORGANIZATION_NAME"],
+            "address": config["POSTAL_ADDRESS"],
+            "website": config.get("BASE_URL") or None,
+        },
+    }
+
+
+@transactional
+def audited_intake_export(
+    address: str, *, actor: StaffUser | None, ip: str | None = None
+) -> dict[str, Any] | None:
+    """The export of an address with no subscriber (its signup not processed
+    yet, or failed): the same document, with no profile, subscriptions or mail,
+    and its intake rows; the ledger history of an earlier, erased registration
+    is included, as for a subscriber. None when no intake row has the address.
+    Audited like :func:`audited_data_export`. Raises InvalidInput for a
+    malformed address.
+    """
+    email, email_key = normalise_email(address)
+    rows = intake_of(email_key)
+    if not rows:
+        return None
+    audit.record(actor, "intake.export", "signup_intake", details={"rows": len(rows)}, ip=ip)
+    return {
+        **_heading(),
+        "profile": None,
+        "subscriptions": [],
+        "consent_history": consent_proof(email)["events"],
+        "mails": {"newsletters": [], "transactional": []},
+        "signups_waiting": rows,
     }
 
 
@@ -176,6 +215,67 @@ def _outbox(subscriber_id: int) -> list[dict[str, Any]]:
         }
         for row in rows
     ]
+
+
+def intake_of(email_key: str) -> list[dict[str, Any]]:
+    """The address's intake rows as received, oldest first: ``waiting`` for a
+    worker or ``failed`` (kept for staff); the lists asked for with the
+    consent text shown, and the evidence stored with the request."""
+    rows = waiting_of(email_key)
+    pairs = [(int(pair[0]), int(pair[1])) for row in rows for pair in row.terms]
+    lists = {
+        m.id: m
+        for m in db.session.scalars(
+            select(MailingList).where(MailingList.id.in_({p[0] for p in pairs}))
+        )
+    }
+    texts = {
+        t.id: t
+        for t in db.session.scalars(
+            select(ConsentText).where(ConsentText.id.in_({p[1] for p in pairs}))
+        )
+    }
+    policy_ids = {r.policy_version_id for r in rows if r.policy_version_id is not None}
+    # .all(): dict() of a Result itself would take it for a mapping (it has keys()).
+    policies = dict(
+        db.session.execute(
+            select(PolicyVersion.id, PolicyVersion.version).where(PolicyVersion.id.in_(policy_ids))
+        ).all()
+    )
+    return [_intake_row(row, lists, texts, policies) for row in rows]
+
+
+def _intake_row(
+    row: SignupIntake,
+    lists: dict[int, MailingList],
+    texts: dict[int, ConsentText],
+    policies: dict[int, int],
+) -> dict[str, Any]:
+    """One intake row for the export (a list deleted since shows its slug as None)."""
+    asked = []
+    for list_id, text_id in row.terms:
+        mailing_list, text = lists.get(int(list_id)), texts.get(int(text_id))
+        asked.append(
+            {
+                "list": mailing_list.slug if mailing_list else None,
+                "list_name": mailing_list.name if mailing_list else None,
+                "consent_text": {"version": text.version, "text": text.text} if text else None,
+            }
+        )
+    return {
+        "status": "failed" if row.failed_at is not None else "waiting",
+        "received_at": _iso(row.received_at),
+        "channel": row.channel,
+        "email": row.email,
+        "name": row.name,
+        "language": row.locale,
+        "lists": asked,
+        "privacy_policy_version": policies.get(row.policy_version_id or 0),
+        "ip": row.ip,
+        "user_agent": row.user_agent,
+        "source_url": row.source_url,
+        "failed_at": _iso(row.failed_at),
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

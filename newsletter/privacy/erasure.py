@@ -14,7 +14,16 @@ What erasure does, in one transaction:
   usually quotes the address); queued ones are skipped by the worker, which
   re-checks every recipient at claim time;
 - queued outbox mail is deleted (its content is rendered only when sent);
-- the subscriber row is deleted, and with it the subscriptions.
+- the subscriber row is deleted, and with it the subscriptions;
+- the address's intake rows (signups still waiting for a worker, or failed)
+  are deleted, first: a worker that claimed one then finds nothing to take
+  (its DELETE is fenced by its lease) and creates nothing. A worker that took
+  one already holds it locked until its commit, so the erasure's DELETE waits
+  for that and then erases what the worker wrote. Intake first, then the
+  subscriber, is also the worker's lock order.
+
+:func:`erase_address` erases by address, for the command line: an address
+may have only intake rows (its signup not yet processed) and no subscriber.
 
 The hashed ``details`` of ledger events never hold an address: a hard
 bounce's SMTP reply is redacted before it is written (campaigns/bounces.py),
@@ -36,12 +45,15 @@ from ..models import (
     ConsentEventType,
     Delivery,
     OutboxMessage,
+    SignupIntake,
     StaffUser,
     Subscriber,
 )
 from ..staff import audit
 from ..subscriptions import suppression
+from ..subscriptions.intake import forget_waiting
 from ..transaction import transactional
+from ..validation import normalise_email
 
 
 class UnknownSubscriber(LookupError):
@@ -56,6 +68,21 @@ class ErasureResult:
     ledger_events: int
     deliveries: int
     outbox_messages: int
+    intake_rows: int = 0
+
+
+@dataclass(frozen=True)
+class AddressErasure:
+    """What erasure by address touched: the subscriber's erasure, if there was
+    one, and how many intake rows were deleted."""
+
+    subscriber: ErasureResult | None
+    intake_rows: int
+
+    @property
+    def found(self) -> bool:
+        """Whether anything was held about the address."""
+        return self.subscriber is not None or self.intake_rows > 0
 
 
 @transactional
@@ -72,6 +99,12 @@ def erase_subscriber(
     ``channel`` says how the request came (``staff``, ``manage_page``, ...);
     ``ip`` is the staff member's address for the audit trail.
     """
+    email_key = db.session.scalar(
+        select(Subscriber.email_key).where(Subscriber.id == subscriber_id)
+    )
+    if email_key is None:
+        raise UnknownSubscriber(subscriber_id)
+    intake = forget_waiting(email_key)  # before the subscriber's lock: the worker's order
     subscriber = db.session.scalar(
         select(Subscriber).where(Subscriber.id == subscriber_id).with_for_update()
     )
@@ -129,7 +162,58 @@ def erase_subscriber(
         ledger_events=_rowcount(events),
         deliveries=_rowcount(deliveries),
         outbox_messages=_rowcount(outbox),
+        intake_rows=intake,
     )
+
+
+@transactional
+def erase_address(
+    address: str, *, channel: Channel, actor: StaffUser | None, evidence: Evidence
+) -> AddressErasure:
+    """Erase whatever is held about ``address`` (any spelling), in one transaction.
+
+    Its intake rows go first, then its subscriber, if any, as
+    :func:`erase_subscriber` does; the intake is deleted before the subscriber
+    is looked up, so a signup a worker was applying meanwhile is waited for
+    and erased too. Every erasure here gets an audit entry, ``actor`` None
+    meaning the command line. Raises InvalidInput for a malformed address.
+    """
+    _email, email_key = normalise_email(address)
+    rows = _forget_intake(email_key)
+    intake = len(rows)
+    subscriber_id = db.session.scalar(
+        select(Subscriber.id).where(Subscriber.email_key == email_key)
+    )
+    result = None
+    if subscriber_id is not None:
+        result = erase_subscriber(subscriber_id, channel=channel, actor=actor, evidence=evidence)
+        intake += result.intake_rows
+        if actor is None:  # erase_subscriber audits staff in the console only
+            audit.record(
+                None,
+                "subscriber.erase",
+                "subscriber",
+                subscriber_id,
+                details={"channel": str(channel)},
+            )
+    if rows:
+        audit.record(actor, "intake.erase", "signup_intake", rows[0], details={"rows": rows})
+    return AddressErasure(subscriber=result, intake_rows=intake)
+
+
+def _forget_intake(email_key: str) -> list[int]:
+    """Delete the address's intake rows in the caller's transaction; their ids.
+
+    ``forget_waiting``'s DELETE, returning what it deleted: a row a worker
+    took meanwhile is not counted (the DELETE waits for the worker's commit).
+    """
+    deleted = db.session.scalars(
+        delete(SignupIntake)
+        .where(SignupIntake.email_key == email_key)
+        .returning(SignupIntake.id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(int(row_id) for row_id in deleted)
 
 
 def _rowcount(result: object) -> int:

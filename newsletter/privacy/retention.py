@@ -1,10 +1,13 @@
 """Retention: personal data is kept only as long as the newsletter needs it.
 
-Four rules, each with a period in days from the settings (0 turns one off):
+The rules, each with a period in days from the settings (0 turns one off):
 
 - RETENTION_UNCONFIRMED_DAYS: someone who never confirmed any list and has
   no active subscription is erased this long after their last ledger event.
   A lapsed request for one more list of an active subscriber is dropped.
+  A signup the worker could not process (a failed intake row, waiting for
+  staff) is deleted this long after it was received. Rows still waiting for
+  a worker are never touched: they are processed, then the rules above apply.
 - RETENTION_UNSUBSCRIBED_DAYS: someone who did confirm once but has no active
   subscription left (unsubscribed, bounced) is erased this long after their
   last ledger event (the withdrawal, usually).
@@ -40,6 +43,7 @@ from ..models import (
     DeliveryStatus,
     OutboxMessage,
     OutboxStatus,
+    SignupIntake,
     Subscriber,
     Subscription,
     SubscriptionStatus,
@@ -63,6 +67,7 @@ class PurgeReport:
     unconfirmed_erased: int = 0
     unsubscribed_erased: int = 0
     pending_dropped: int = 0
+    failed_signups_deleted: int = 0
     deliveries_anonymised: int = 0
     outbox_deleted: int = 0
 
@@ -76,6 +81,7 @@ class PurgeReport:
             f"unconfirmed signups erased: {self.unconfirmed_erased}",
             f"unsubscribed people erased: {self.unsubscribed_erased}",
             f"lapsed list requests dropped: {self.pending_dropped}",
+            f"failed signups deleted from the intake: {self.failed_signups_deleted}",
             f"delivery rows anonymised: {self.deliveries_anonymised}",
             f"transactional mail rows deleted: {self.outbox_deleted}",
         ]
@@ -100,6 +106,7 @@ def purge(now: datetime) -> PurgeReport:
     if unconfirmed is not None:
         report.unconfirmed_erased = _erase_all(_lapsed(unconfirmed, ever_confirmed=False))
         report.pending_dropped = _drop_lapsed_requests(unconfirmed)
+        report.failed_signups_deleted = _drop_failed_signups(unconfirmed)
     if unsubscribed is not None:
         report.unsubscribed_erased = _erase_all(_lapsed(unsubscribed, ever_confirmed=True))
     deliveries = _cutoff(now, "RETENTION_DELIVERY_DAYS")
@@ -166,6 +173,22 @@ def _drop_lapsed_requests(cutoff: datetime) -> int:
             Subscription.confirmed_at.is_(None),
             Subscription.requested_at < _at(cutoff),
         )
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return _rowcount(result)
+
+
+def _drop_failed_signups(cutoff: datetime) -> int:
+    """Delete failed intake rows received before ``cutoff``; waiting rows stay.
+
+    A failed row is a signup nobody confirmed, held for staff to act on; after
+    RETENTION_UNCONFIRMED_DAYS from the request it goes like any unconfirmed
+    signup. A row being retried (``failed_at`` cleared) is not failed.
+    """
+    result = db.session.execute(
+        delete(SignupIntake)
+        .where(SignupIntake.failed_at.is_not(None), SignupIntake.received_at < _at(cutoff))
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
