@@ -69,7 +69,13 @@ def append_pending(pending: PendingEvent, policy: PolicyInForce | None = None) -
     already holds its write lock from ``BEGIN IMMEDIATE``), so concurrent
     appends take turns and each sees its true predecessor. Everything that
     need not be under the lock (the policy look-up, the digests) is done
-    before it; the clock is still read after it, so ``seq`` order is time order.
+    before it. The event happens now: the clock is read under the lock, and
+    ``occurred_at`` is the time of the append (``pending.recorded`` is not
+    read here; events with a recorded time go through ``batch.append_events``).
+    ``seq`` is still only the order of appending, not time order: that path
+    appends a signup's events with the request's time after the row waited in
+    the intake. Anything shown as a history orders by ``occurred_at`` (ties by
+    ``seq``); only the chain is walked in ``seq`` order.
     """
     if policy is None:
         day = utcnow().date()

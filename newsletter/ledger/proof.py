@@ -17,6 +17,14 @@ def consent_proof(address: str) -> dict[str, Any]:
 
     Matching is by the keyed pseudonym, so events survive erasure and are still
     found for a disputed address; their personal fields are then null.
+
+    Events are in the order they happened: by ``occurred_at``, ties by
+    ``seq``. Not by ``seq`` alone: that is the order of appending, and a
+    signup's events are appended by a worker after the request waited in the
+    intake, with the request's time: someone who signs up for one more list
+    and unsubscribes from another while that signup waits would otherwise see
+    the unsubscribe first. Each event keeps its ``seq``, its place in the
+    chain.
     """
     email, email_key = normalise_email(address)
     digests = email_digests(email_key)
@@ -27,7 +35,7 @@ def consent_proof(address: str) -> dict[str, Any]:
         .outerjoin(ConsentText, ConsentText.id == ConsentEvent.consent_text_id)
         .outerjoin(PolicyVersion, PolicyVersion.id == ConsentEvent.policy_version_id)
         .where(ConsentEvent.email_digest.in_(digests))
-        .order_by(ConsentEvent.seq)
+        .order_by(ConsentEvent.occurred_at, ConsentEvent.seq)
     ).all()
     return {
         "email": email,

@@ -51,7 +51,10 @@ class ConsentEvent(db.Model):  # type: ignore[name-defined]
 
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(unique=True)
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When it happened: a signup's events carry the request's time, though the
+    # worker appends them later, so ``seq`` order is not time order. Indexed
+    # for windows by time (the dashboard's last 90 days).
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     event: Mapped[str] = mapped_column(String(32))
     channel: Mapped[str] = mapped_column(String(32))
     subscriber_id: Mapped[int | None] = mapped_column(

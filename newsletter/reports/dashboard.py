@@ -3,11 +3,14 @@ the confirmation rate and the campaigns in progress.
 
 Built for a million subscribers on PostgreSQL: every count is a GROUP BY in
 SQL. Counts per list and status read the (list_id, status, subscriber_id)
-index only. Daily activity reads only the last 90 days of the ledger: the
-ledger has no index on ``occurred_at``, but events are appended under the
-ledger head's lock with ``occurred_at`` taken after the lock, so ``seq`` order
-is time order, and the first event of the window is found by bisecting the
-unique ``seq`` index (about 20 indexed look-ups for millions of events).
+index only. Daily activity reads only the last 90 days of the ledger, through
+the index on ``occurred_at`` (migration 0010). ``seq`` order is not time
+order: a signup's events carry the request's time but are appended when a
+worker takes the row from the intake, so an event appended later can have
+happened earlier. Bisecting ``seq`` for the window's first event (as before)
+would miss such events, and bounding the bisection by the longest intake wait
+is not correct either: a row waits as long as no worker runs. The window is
+therefore a range on ``occurred_at`` itself.
 """
 
 from __future__ import annotations
@@ -122,21 +125,21 @@ def subscriber_counts() -> list[ListCounts]:
 
 
 def daily_activity(today: date | None = None, days: int = WINDOW_DAYS) -> Activity:
-    """Signups, confirmations and withdrawals per UTC day, the last ``days`` days."""
+    """Signups, confirmations and withdrawals per UTC day, the last ``days`` days.
+
+    Events count on the day they happened (``occurred_at``), whenever they were
+    appended; the window is an index range on ``occurred_at``, never on ``seq``.
+    """
     today = today or utcnow().date()
     first_day = today - timedelta(days=days - 1)
     window = [first_day + timedelta(days=i) for i in range(days)]
     series = {str(event): [0] * days for event in ACTIVITY_EVENTS}
     cutoff = datetime.combine(first_day, time(), UTC)
     end = datetime.combine(today + timedelta(days=1), time(), UTC)
-    first_seq = _first_seq_since(cutoff)
-    if first_seq is None:
-        return Activity(days=window, series=series)
     day = func.date(ConsentEvent.occurred_at)
     query = (
         select(day, ConsentEvent.event, func.count())
         .where(
-            ConsentEvent.seq >= first_seq,
             ConsentEvent.occurred_at >= cutoff,
             ConsentEvent.occurred_at < end,
             ConsentEvent.event.in_([str(e) for e in ACTIVITY_EVENTS]),
@@ -150,41 +153,6 @@ def daily_activity(today: date | None = None, days: int = WINDOW_DAYS) -> Activi
         if 0 <= index < days:
             series[event][index] += count
     return Activity(days=window, series=series)
-
-
-def _first_seq_since(cutoff: datetime) -> int | None:
-    """The first ``seq`` whose event happened at or after ``cutoff`` (None: none did).
-
-    A bisection over the unique ``seq`` index; ``seq >= n ORDER BY seq LIMIT 1``
-    rather than ``seq = n`` so that it holds even if a sequence had gaps.
-    """
-    low, high = db.session.execute(
-        select(func.min(ConsentEvent.seq), func.max(ConsentEvent.seq))
-    ).one()
-    if high is None or _time_at(high) < cutoff:
-        return None
-    answer = high
-    while low <= high:
-        middle = (low + high) // 2
-        probe = db.session.execute(
-            select(ConsentEvent.seq, ConsentEvent.occurred_at)
-            .where(ConsentEvent.seq >= middle)
-            .order_by(ConsentEvent.seq)
-            .limit(1)
-        ).one()
-        if probe.occurred_at >= cutoff:
-            # The answer is this event or one before ``middle``.
-            answer, high = min(answer, probe.seq), middle - 1
-        else:
-            low = probe.seq + 1
-    return int(answer)
-
-
-def _time_at(seq: int) -> datetime:
-    """When the event with this ``seq`` happened."""
-    return db.session.execute(
-        select(ConsentEvent.occurred_at).where(ConsentEvent.seq == seq)
-    ).scalar_one()
 
 
 def campaigns_in_progress() -> list[tuple[Campaign, CampaignProgress]]:

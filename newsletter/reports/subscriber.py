@@ -39,7 +39,12 @@ class SubscriberReport:
 
 
 def subscriber_report(subscriber_id: int) -> SubscriberReport | None:
-    """The subscriber with their consent timeline and recent deliveries (None: unknown)."""
+    """The subscriber with their consent timeline and recent deliveries (None: unknown).
+
+    The timeline is the proof's events, in the order they happened
+    (``occurred_at``, ties by ``seq``; see ``consent_proof``), not in ``seq``
+    order: a signup's events are appended after it waited in the intake.
+    """
     subscriber = db.session.get(Subscriber, subscriber_id)
     if subscriber is None:
         return None
