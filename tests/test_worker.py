@@ -42,6 +42,7 @@ from newsletter.worker.outbox import claim_batch
 from newsletter.worker.round import run_worker
 
 from .conftest import BACKEND
+from .fixtures.intake import drain_intake
 from .fixtures.mailflow import html_of, link_path, text_of
 from .fixtures.smtp import Received, SMTPServer
 
@@ -107,9 +108,12 @@ def make_due(ids: list[int] | None = None) -> None:
 
 
 def queue_signup(post_form: PostForm, email: str, **fields: object) -> None:
-    """Sign up through the hosted form; the confirmation mail is only queued."""
+    """Sign up through the hosted form and let the worker's intake step take it:
+    the confirmation mail is then queued, not yet sent."""
     response = post_form("/subscribe", {"email": email, **fields})
     assert response.status_code == 200, response.get_data(as_text=True)
+    db.session.commit()
+    drain_intake()
 
 
 def subscriber_id(email: str) -> int:

@@ -69,13 +69,12 @@ def append_pending(pending: PendingEvent, policy: PolicyInForce | None = None) -
     already holds its write lock from ``BEGIN IMMEDIATE``), so concurrent
     appends take turns and each sees its true predecessor. Everything that
     need not be under the lock (the policy look-up, the digests) is done
-    before it. The event happens now: the clock is read under the lock, and
-    ``occurred_at`` is the time of the append (``pending.recorded`` is not
-    read here; events with a recorded time go through ``batch.append_events``).
-    ``seq`` is still only the order of appending, not time order: that path
-    appends a signup's events with the request's time after the row waited in
-    the intake. Anything shown as a history orders by ``occurred_at`` (ties by
-    ``seq``); only the chain is walked in ``seq`` order.
+    before it. The clock is read under the lock: ``occurred_at`` is the time
+    of the append, unless ``pending.recorded`` gives the time and policy of a
+    request made earlier (a signup that waited in the intake). So ``seq`` is
+    only the order of appending, not time order: anything shown as a history
+    orders by ``occurred_at`` (ties by ``seq``); only the chain is walked in
+    ``seq`` order.
     """
     if policy is None:
         day = utcnow().date()
@@ -84,10 +83,13 @@ def append_pending(pending: PendingEvent, policy: PolicyInForce | None = None) -
     head = lock_head()
 
     now = utcnow()
+    policy_id = policy.version_on(now.date())
+    if pending.recorded is not None:
+        now, policy_id = pending.recorded.at, pending.recorded.policy_version_id
     row = ConsentEvent(
         seq=head.seq + 1,
         occurred_at=now,
-        policy_version_id=policy.version_on(now.date()),
+        policy_version_id=policy_id,
         prev_hash=head.row_hash,
         **values,
     )

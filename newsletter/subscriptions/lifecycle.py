@@ -52,7 +52,8 @@ def request_lists(
     The caller appends them (``append_all``, with ``terms.policy``) once its
     other writes are done. ``recorded`` is the time and policy of a request
     made earlier (a signup from the intake): the request time is then when
-    the lists were requested.
+    the lists were requested, and a list left after that time stays left (the
+    later withdrawal wins over the earlier request).
     """
     existing = {s.list_id: s for s in subscriber.subscriptions}
     now = recorded.at if recorded is not None else utcnow()
@@ -60,6 +61,9 @@ def request_lists(
     for list_id, text_id in terms.texts.items():
         subscription = existing.get(list_id)
         if subscription is not None and subscription.status == SubscriptionStatus.ACTIVE:
+            continue
+        left = subscription.unsubscribed_at if subscription is not None else None
+        if recorded is not None and left is not None and left > recorded.at:
             continue
         if subscription is None:
             subscription = Subscription(list_id=list_id)
