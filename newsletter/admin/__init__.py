@@ -80,6 +80,7 @@ def _register_feature_views() -> None:
         campaigns,
         dashboard,
         imports,
+        intake,
         lists,
         subscribers,
     )

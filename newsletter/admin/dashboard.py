@@ -1,15 +1,19 @@
-"""The console's start page: subscribers, ledger activity, campaigns in progress."""
+"""The console's start page: subscribers, ledger activity, the signup intake,
+campaigns in progress."""
 
 from __future__ import annotations
 
 from flask import current_app, render_template
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
+from flask_babel import ngettext
 
-from ..models import ConsentEventType, Role, SubscriptionStatus
+from ..models import ConsentEventType, Role, SubscriptionStatus, utcnow
 from ..reports.chart import Series, line_chart
 from ..reports.dashboard import WINDOW_DAYS
 from ..reports.dashboard import dashboard as collect
+from ..subscriptions.intake import queue_state
+from ..subscriptions.intake_admin import LATE_SECONDS
 from . import bp
 from .access import requires
 
@@ -23,10 +27,34 @@ def _series_labels() -> dict[str, str]:
     }
 
 
+def _age(seconds: float) -> str:
+    """How long something has waited, in the unit that reads best."""
+    if seconds < 120:
+        n = max(int(seconds), 0)
+        return ngettext("%(num)s second", "%(num)s seconds", n)
+    if seconds < 2 * 3600:
+        return ngettext("%(num)s minute", "%(num)s minutes", int(seconds // 60))
+    if seconds < 2 * 86400:
+        return ngettext("%(num)s hour", "%(num)s hours", int(seconds // 3600))
+    return ngettext("%(num)s day", "%(num)s days", int(seconds // 86400))
+
+
+def _intake() -> dict[str, object]:
+    """The intake queue for the page: rows waiting, the oldest's age, failed rows."""
+    state = queue_state()
+    waited = (utcnow() - state.oldest).total_seconds() if state.oldest else None
+    return {
+        "state": state,
+        "age": _age(waited) if waited is not None else None,
+        "late": waited is not None and waited > LATE_SECONDS,
+    }
+
+
 @bp.route("/")
 @requires(Role.VIEWER)
 def dashboard() -> ResponseReturnValue:
-    """Subscribers per list and status, activity over 90 days, campaign progress."""
+    """Subscribers per list and status, activity over 90 days, the signups
+    waiting for a worker (and failed ones), campaign progress."""
     figures = collect()
     activity = figures.activity
     labels = _series_labels()
@@ -53,6 +81,7 @@ def dashboard() -> ResponseReturnValue:
         labels=labels,
         statuses=list(SubscriptionStatus),
         window=WINDOW_DAYS,
+        intake=_intake(),
         # The campaign pages are another feature's; link to them when they exist.
         campaign_link=(
             "admin.campaign_detail"

@@ -22,6 +22,8 @@ from alembic.script import ScriptDirectory
 from flask import Config
 
 from ..config import DEFAULTS, MIN_SECRET_LENGTH, WEAK_SECRETS, normalise_database_url
+from ..models import SignupIntake, utcnow
+from ..subscriptions.intake_admin import LATE_SECONDS
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 TIMEOUT = 5
@@ -207,22 +209,61 @@ def _database(config: Config) -> list[Finding]:
     findings = []
     if url.startswith("sqlite"):
         findings.append(Finding("warning", "DATABASE_URL", "SQLite: one host, one worker only"))
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     engine = sa.create_engine(url, connect_args=_connect_args(url))
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
+            intake = _intake(conn, config) if current == head else []
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0]
         return [*findings, Finding("error", "DATABASE_URL", f"cannot connect: {reason}")]
     finally:
         engine.dispose()
-    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
     if current != head:
         message = (
             f"schema at {current or 'nothing'}, code needs {head}: run `newsletter db upgrade`"
         )
         return [*findings, Finding("error", "DATABASE_URL", message)]
-    return [*findings, Finding("ok", "DATABASE_URL", f"reachable, migrated ({head})")]
+    return [*findings, Finding("ok", "DATABASE_URL", f"reachable, migrated ({head})"), *intake]
+
+
+def _intake(conn: sa.Connection, config: Config) -> list[Finding]:
+    """Signups waiting for a worker: a warning when the oldest has waited more
+    than LATE_SECONDS (no worker is taking them), and one when any
+    failed (they wait for staff in the console). One query."""
+    waiting = SignupIntake.failed_at.is_(None)
+    count, oldest, failed = conn.execute(
+        sa.select(
+            sa.func.count().filter(waiting),
+            sa.func.min(SignupIntake.received_at).filter(waiting),
+            sa.func.count().filter(SignupIntake.failed_at.is_not(None)),
+        )
+    ).one()
+    findings = []
+    waited = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
+    if waited > LATE_SECONDS:
+        message = (
+            f"{count} signup(s) waiting, the oldest for {_duration(waited)}: is a worker "
+            "running? (`newsletter worker`, or `newsletter run` on one host)"
+        )
+        findings.append(Finding("warning", "signup intake", message))
+    if failed:
+        where = str(config.get("BASE_URL") or "").rstrip("/") + "/admin/intake"
+        message = (
+            f"{failed} signup(s) failed and wait for staff: see {where} "
+            "(console, dashboard: Failed) to retry or discard them"
+        )
+        findings.append(Finding("warning", "signup intake", message))
+    return findings or [Finding("ok", "signup intake", f"{count} signup(s) waiting, none failed")]
+
+
+def _duration(seconds: float) -> str:
+    """Seconds as the operator reads them: 45 s, 12 min, 3 h, 2 d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
 
 
 def _connect_args(url: str) -> dict[str, Any]:
