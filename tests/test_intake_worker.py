@@ -335,6 +335,39 @@ def test_a_row_claimed_max_attempts_times_is_given_up_and_the_rows_behind_it_are
     assert row.lease_until is None
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 16: a row that kills its worker takes its whole batch down with it; after "
+    "INTAKE_MAX_ATTEMPTS claims every row of the batch is given up, not only the killer",
+)
+def test_a_row_that_keeps_killing_its_worker_does_not_take_its_batch_mates_down(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The killer row is claimed in one batch with three good rows, and every
+    worker that works on it dies. Only the killer may end up failed; the good
+    rows claimed with it must be done."""
+    app.config.update(INTAKE_MAX_ATTEMPTS=2, INTAKE_LEASE_SECONDS=0.3)
+    two_lists()
+    queue_signups({"killer@example.org": ["nyhedsbrev"]})
+    wanted = {f"mate{n}@example.org": ["nyhedsbrev"] for n in range(3)}
+    queue_signups(wanted)
+    process = intake_run._process
+    emails = dict(db.session.execute(select(SignupIntake.id, SignupIntake.email)).all())
+    db.session.commit()
+
+    def deadly(ids: list[int], lease: Lease) -> None:
+        if "killer@example.org" in {emails[i] for i in ids}:
+            raise Killed
+        process(ids, lease)
+
+    monkeypatch.setattr(intake_run, "_process", deadly)
+    for _ in range(6):  # rounds of workers, each dying or not
+        wait_past_leases()
+        with contextlib.suppress(Killed):
+            process_intake("worker")
+    assert_exactly_once(wanted, left_in_intake=1)
+
+
 @contextmanager
 def database_gone_for(email: str, also_in_batch: bool = True) -> Iterator[list[str]]:
     """The database connection breaks when a ledger event of ``email`` is written
