@@ -13,8 +13,10 @@ Each row is processed exactly once:
   row that still raises is marked failed with the reason and never blocks the
   rows behind it. A database that cannot be reached is not the row's fault:
   that error ends the round and the rows are claimed again later.
-- A row claimed INTAKE_MAX_ATTEMPTS times without being done (a worker killed
-  by it, say) is marked failed instead of being claimed again.
+- A row claimed before and not done (its worker died, or its batch) is
+  claimed again alone, so a row that kills its worker takes down only itself;
+  claimed INTAKE_MAX_ATTEMPTS times, it is marked failed instead of being
+  claimed again.
 
 What a row asks for is what a signup did before it was answered
 (``signup.apply_signups``), with the request's time and evidence.
@@ -31,7 +33,7 @@ from sqlalchemy import Row, delete, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..extensions import db
-from ..lease import Leasable, Lease, claim, free, settle
+from ..lease import Leasable, Lease, claim, free, release, settle
 from ..models import SignupIntake, utcnow
 from ..transaction import unit_of_work
 from .signup import apply_signups, refused
@@ -44,25 +46,11 @@ INTAKE = Leasable(
 
 
 def process_intake(owner: str | None = None, limit: int | None = None) -> int:
-    """Claim up to ``limit`` (INTAKE_BATCH_SIZE) waiting rows, process them and
-    return how many rows were handled (done, failed or given up)."""
+    """Claim waiting rows (``_claim``), process them and return how many rows
+    were handled (done, failed or given up)."""
     config = current_app.config
     lease = Lease.start(owner, float(config["INTAKE_LEASE_SECONDS"]))
-    with unit_of_work():
-        now = utcnow()
-        candidates = (
-            select(SignupIntake.id)
-            .where(SignupIntake.failed_at.is_(None), free(INTAKE, now))
-            .order_by(SignupIntake.id)
-            .limit(limit or int(config["INTAKE_BATCH_SIZE"]))
-        )
-        claimed = claim(
-            INTAKE,
-            candidates,
-            lease,
-            returning=(SignupIntake.id, SignupIntake.attempts),
-            attempts=SignupIntake.attempts + 1,
-        )
+    claimed = _claim(lease, limit or int(config["INTAKE_BATCH_SIZE"]))
     for takeover in lease.takeovers:
         log.warning(
             "intake: rows %s were claimed again after %s's lease ran out",
@@ -81,16 +69,59 @@ def process_intake(owner: str | None = None, limit: int | None = None) -> int:
         with unit_of_work():
             _process(ids, lease)
     except _UNREACHABLE:
+        _hand_back(ids, lease)
         raise
     except Exception:
         log.exception("intake: a batch of %d failed; doing its rows one at a time", len(ids))
-        for row_id in ids:
-            _process_alone(row_id, lease)
+        for position, row_id in enumerate(ids):
+            try:
+                _process_alone(row_id, lease)
+            except _UNREACHABLE:
+                _hand_back(ids[position:], lease)
+                raise
     return len(claimed)
 
 
+def _claim(lease: Lease, limit: int) -> list[tuple[int, int]]:
+    """Lease rows to work on and commit: one row that was claimed before and
+    not done (a worker died on it, or its batch), alone, oldest first; else up
+    to ``limit`` rows never claimed. A row that kills its worker thus takes
+    down only itself once it is retried, and is given up after
+    INTAKE_MAX_ATTEMPTS without its batch mates. Returns (id, attempts)."""
+    with unit_of_work():
+        waiting = select(SignupIntake.id).where(
+            SignupIntake.failed_at.is_(None), free(INTAKE, utcnow())
+        )
+        for candidates in (
+            waiting.where(SignupIntake.attempts > 0).order_by(SignupIntake.id).limit(1),
+            waiting.where(SignupIntake.attempts == 0).order_by(SignupIntake.id).limit(limit),
+        ):
+            claimed = claim(
+                INTAKE,
+                candidates,
+                lease,
+                returning=(SignupIntake.id, SignupIntake.attempts),
+                attempts=SignupIntake.attempts + 1,
+            )
+            if claimed:
+                return [(int(row_id), int(attempts)) for row_id, attempts in claimed]
+    return []
+
+
+def _hand_back(ids: Sequence[int], lease: Lease) -> None:
+    """Release rows after an error that is not theirs (a lost connection, a
+    deadlock, a lock timeout), so that they need not wait for the lease to run
+    out; when the database cannot be reached either, the lease does that."""
+    try:
+        with unit_of_work():
+            release(INTAKE, ids, lease)
+    except Exception:
+        log.warning("intake: could not hand back rows %s; their lease will run out", list(ids))
+
+
 # Errors that say nothing about the row: the database is gone or refused the
-# connection. They end the round; the rows are claimed again later.
+# connection, a deadlock, a lock or statement timeout. They end the round; the
+# rows are handed back and claimed again.
 _UNREACHABLE = (OperationalError,)
 
 

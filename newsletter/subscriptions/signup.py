@@ -77,7 +77,9 @@ def apply_signups(rows: Sequence[Intake]) -> None:
     first: dict[str, Intake] = {}
     for row in rows:
         first.setdefault(row.email_key, row)
-    created = _insert_addresses(list(first.values()))
+    # In address order: two batches inserting the same new addresses take
+    # their row locks in the same order and cannot deadlock.
+    created = _insert_addresses(sorted(first.values(), key=lambda row: str(row.email_key)))
     new = {first[key].id: subscriber_id for key, subscriber_id in created.items()}
     _request_for_new([row for row in rows if row.id in new], new)
     events: list[PendingEvent] = []
