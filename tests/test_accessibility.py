@@ -115,6 +115,7 @@ def staff_paths(seeded: Seeded, staff_id: int) -> list[str]:
     campaign = seeded.campaign_id
     return [
         "/admin/",
+        "/admin/intake",
         "/admin/subscribers",
         "/admin/subscribers?q=example",
         f"/admin/subscribers/{subscriber}",

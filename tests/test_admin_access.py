@@ -40,6 +40,9 @@ class Route:
 # {ids} in a path is filled from the objects made by the `objects` fixture.
 TABLE = [
     Route("admin.dashboard", "GET", "/admin/", Role.VIEWER, 200),
+    Route("admin.intake_failed", "GET", "/admin/intake", Role.VIEWER, 200),
+    Route("admin.intake_retry", "POST", "/admin/intake/1/retry", Role.EDITOR, 302),
+    Route("admin.intake_discard", "POST", "/admin/intake/1/discard", Role.EDITOR, 302),
     Route("admin.password", "GET", "/admin/account/password", None, 200),
     Route("admin.password", "POST", "/admin/account/password", None, 200),
     Route("admin.two_factor", "GET", "/admin/account/two-factor", None, 200),

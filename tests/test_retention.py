@@ -206,6 +206,7 @@ def test_purge_command_prints_what_it_did(
         "unconfirmed signups erased: 1",
         "unsubscribed people erased: 0",
         "lapsed list requests dropped: 0",
+        "failed signups deleted from the intake: 0",
         "delivery rows anonymised: 0",
         "transactional mail rows deleted: 0",
     ]
