@@ -27,6 +27,7 @@ from newsletter.models import (
 )
 from newsletter.validation import MAX_EMAIL, MAX_LISTS
 
+from .fixtures.intake import drain_intake
 from .fixtures.mailflow import NOTHING, counts, link_path, text_of
 
 URL = "/api/v1/subscriptions"
@@ -114,6 +115,7 @@ def test_no_lists_means_the_default_list(
     for body in ({"email": "a@example.org"}, {"email": "b@example.org", "lists": []}):
         assert api(client, body).status_code == 202
     db.session.commit()
+    drain_intake()
     assert set(db.session.scalars(select(Subscription.list_id))) == {default_list.id}
     db.session.commit()
 

@@ -15,6 +15,8 @@ from sqlalchemy import select
 from newsletter.extensions import db
 from newsletter.models import ConsentEvent, MailingList
 
+from .fixtures.intake import drain_intake
+
 
 @pytest.mark.parametrize(
     ("proxies", "expected_ip"),
@@ -36,6 +38,8 @@ def test_client_address_comes_from_trusted_proxies_only(
     )
     assert response.status_code == 200
     db.session.commit()
+    with proxied.app_context():
+        drain_intake()
     event = db.session.scalars(select(ConsentEvent)).one()
     assert event.ip == expected_ip
 
@@ -98,6 +102,7 @@ def test_production_without_mail_server_keeps_mail_queued(
     )
     assert response.status_code == 200
     with production.app_context():
+        drain_intake()
         result = process_batch(production)
         assert (result.sent, result.retried) == (0, 1)
         row = db.session.scalars(select(OutboxMessage)).one()

@@ -23,6 +23,7 @@ from newsletter.models import CampaignStatus, OutboxMessage, Subscriber, Subscri
 from newsletter.subscriptions.lists import create_list
 
 from .conftest import ORIGIN
+from .fixtures.intake import drain_intake
 from .fixtures.private_postgres import PrivatePostgres
 from .fixtures.smtp import SMTPServer
 from .test_sending_guarantees import (  # noqa: F401 (start_worker is a fixture)
@@ -33,8 +34,10 @@ from .test_sending_guarantees import (  # noqa: F401 (start_worker is a fixture)
 
 
 def database_counts() -> tuple[int, int, int]:
-    """(subscribers, subscriptions, outbox rows) as committed."""
+    """(subscribers, subscriptions, outbox rows) as committed, once a worker has
+    processed what the intake holds."""
     db.session.commit()
+    drain_intake()
     counts = tuple(
         int(db.session.scalar(select(func.count()).select_from(model)) or 0)
         for model in (Subscriber, Subscription, OutboxMessage)
@@ -46,10 +49,9 @@ def database_counts() -> tuple[int, int, int]:
 def test_a_database_error_mid_signup_is_a_clear_503_with_nothing_written(
     app: Flask, client, default_list
 ) -> None:
-    # The outbox row is written after the subscriber and its subscriptions,
-    # so failing it leaves earlier writes of the transaction to be undone.
+    # A signup request writes one intake row: failing it must leave nothing.
     def fail(_conn: object, _cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO OUTBOX"):
+        if statement.lstrip().upper().startswith("INSERT INTO SIGNUP_INTAKE"):
             raise OperationalError(statement, {}, Exception("server closed the connection"))
 
     with app.app_context():

@@ -27,6 +27,7 @@ from newsletter.models import ConsentEvent, MailingList, StaffUser
 from newsletter.web.origin import origin_of
 
 from .conftest import ORIGIN
+from .fixtures.intake import drain_intake
 from .fixtures.mailflow import LINK, NOTHING, counts, html_of, text_of
 from .fixtures.properties import PROPERTIES
 from .fixtures.staff import STAFF_PASSWORD, csrf_from
@@ -140,6 +141,7 @@ def test_behind_one_proxy_the_client_address_is_forwarded_but_the_host_is_not_tr
     assert accepted.status_code == 200
     assert "Location" not in accepted.headers
     db.session.commit()
+    drain_intake()
     assert db.session.scalars(select(ConsentEvent.ip)).one() == "203.0.113.9"
     db.session.commit()
 
@@ -293,5 +295,6 @@ def test_the_ledger_names_the_signup_page_on_base_url_whatever_the_host(
     response = signup_under(app, header, "ledger@example.org", ORIGIN)  # no Referer: the own page
     assert response.status_code == 200
     db.session.commit()
+    drain_intake()
     assert db.session.scalars(select(ConsentEvent.source_url)).one() == f"{ORIGIN}/subscribe"
     db.session.commit()

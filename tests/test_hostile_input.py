@@ -22,6 +22,7 @@ from newsletter.models import OutboxMessage, Role, Subscriber
 from newsletter.worker.dispatch import render_outbox_message
 
 from .conftest import ORIGIN
+from .fixtures.intake import drain_intake
 from .fixtures.properties import PROPERTIES
 
 INJECTIONS = [
@@ -111,6 +112,8 @@ def test_stored_rows_and_rendered_mails_stay_clean(client, default_list) -> None
                 data={"email": email, "name": name, "website": ""},
                 headers={"Origin": ORIGIN},
             )
+    db.session.commit()
+    drain_intake()
     subscribers = db.session.scalars(select(Subscriber)).all()
     assert subscribers, "the clean addresses were accepted"
     for subscriber in subscribers:

@@ -38,7 +38,7 @@ from newsletter.models import (
 )
 
 from .conftest import TEST_SECRET
-from .fixtures.intake import SignupRequest, sign_up_now
+from .fixtures.intake import SignupRequest, drain_intake, sign_up_now
 from .fixtures.mailflow import link_path
 from .fixtures.threads import sign_up_from_threads
 
@@ -466,6 +466,7 @@ def test_ip_is_stored_as_ip_logging_says(
     )
     assert response.status_code == 200
     db.session.commit()
+    drain_intake()
     event = db.session.scalars(select(ConsentEvent)).one()
     assert event.ip == stored
     assert verify_chain().ok
