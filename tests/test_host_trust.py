@@ -298,3 +298,17 @@ def test_the_ledger_names_the_signup_page_on_base_url_whatever_the_host(
     drain_intake()
     assert db.session.scalars(select(ConsentEvent.source_url)).one() == f"{ORIGIN}/subscribe"
     db.session.commit()
+
+
+@pytest.mark.parametrize("host", ["a..b", ".example", "x" * 64 + ".example", "0..0"])
+@pytest.mark.parametrize("path", ["/subscribe", "/admin/login", "/healthz"])
+def test_a_host_no_url_can_be_built_for_is_a_plain_400(
+    client: FlaskClient, host: str, path: str
+) -> None:
+    """werkzeug refuses such a Host before routing; the error page cannot build its
+    links then, and must not turn the 400 into a 500."""
+    response = client.get(path, headers={"Host": host})
+    assert response.status_code == 400
+    assert response.mimetype == "text/plain"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert host not in response.get_data(as_text=True)

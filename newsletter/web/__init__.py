@@ -99,4 +99,17 @@ def _error_page(exc: HTTPException) -> ResponseReturnValue:
         from flask import jsonify
 
         return jsonify(error=exc.description or exc.name), exc.code or 500
+    if _request_ctx_has_no_urls():
+        # A Host header no URL can be built for ("a..b", a label over 63
+        # characters): werkzeug refuses it before routing, and the page's links
+        # cannot be made. Plain text, not a 500 from the template.
+        text = f"{exc.code or 500} {exc.name}: {exc.description or ''}".strip()
+        return text, exc.code or 500, {"Content-Type": "text/plain; charset=utf-8"}
     return render_template("public/error.html", error=exc), exc.code or 500
+
+
+def _request_ctx_has_no_urls() -> bool:
+    """Whether this request has no URL adapter (its host could not be bound)."""
+    from flask.globals import request_ctx
+
+    return request_ctx.url_adapter is None
