@@ -1,13 +1,17 @@
 """Enumeration timing: does a signup's response time tell whether the address subscribes?
 
-The answer's body is the same for a new, a pending and an active address, but
-the work behind it is not. This script seeds N active (confirmed) and N
-pending subscribers in a database of its own, starts gunicorn (gunicorn.conf.py,
-production app, gthread workers so that one keep-alive connection carries every
-request), and sends ROUNDS rounds of one signup per class in random order: a
-fresh address, a pending one and an active one, each round a different address
-of each class (``--same-address``: the same pending and active address every
-round; a new address can only be new once). It times each request with
+The answer's body is the same for a new, a pending and an active address; since
+the signup intake (issue 16) the work before it is too: one INSERT of an intake
+row, whoever the address belongs to. This script seeds N active (confirmed) and
+N pending subscribers in a database of its own, the way the product makes them
+(``accept_signup``, the worker's intake step, ``confirm``), starts gunicorn
+(gunicorn.conf.py, production app, gthread workers so that one keep-alive
+connection carries every request) and one ``newsletter worker`` that drains the
+intake meanwhile, as in production (``--no-worker``: none), and sends ROUNDS
+rounds of one signup per class in random order: a fresh address, a pending one
+and an active one, each round a different address of each class
+(``--same-address``: the same pending and active address every round; a new
+address can only be new once). It times each request with
 ``time.perf_counter_ns`` from sending to the last byte of the answer, checks
 that status, body and headers are identical across classes, and prints per
 class the median, p10 and p90, and per pair of classes Mann-Whitney U with its
@@ -17,7 +21,7 @@ production, with a limit the benchmark cannot reach.
 
     .venv/bin/python benchmarks/enumeration_timing.py [--rounds 200] [--workers 2]
         [--endpoint form|api|both] [--same-address] [--database-url ADMIN_URL]
-        [--keep] [--fail-on-oracle]
+        [--keep] [--fail-on-oracle] [--no-worker] [--tree DIR]
 
 Exit status 0 whatever was measured; 1 when an answer differed between classes
 (a plain oracle), or with ``--fail-on-oracle`` when the timing oracle is
@@ -85,10 +89,11 @@ def address(kind: str, run: str, number: int) -> str:
     return f"{kind[0]}{run}{number:06d}@example.org"
 
 
-def seed(database_url: str, run: str, count: int) -> None:
-    """Migrate, create the default list, sign up 2 * count addresses through the
-    service and confirm the first half (active); the rest stay pending."""
-    sys.path.insert(0, str(ROOT))
+def seed(database_url: str, run: str, count: int, code: Path) -> None:
+    """Migrate, create the default list, sign up 2 * count addresses as the
+    product does (``accept_signup``, then the worker's intake step until the
+    intake is empty) and confirm the first half (active); the rest stay pending."""
+    sys.path.insert(0, str(code))
     from flask_migrate import upgrade
     from sqlalchemy import select
 
@@ -96,25 +101,31 @@ def seed(database_url: str, run: str, count: int) -> None:
     from newsletter.extensions import db
     from newsletter.ledger import Evidence
     from newsletter.models import Channel, Subscriber, Subscription
+    from newsletter.subscriptions.intake import SignupRequest, accept_signup
+    from newsletter.subscriptions.intake_run import process_intake
     from newsletter.subscriptions.lists import ensure_default_list
-    from newsletter.subscriptions.service import SignupRequest, confirm, request_subscription
+    from newsletter.subscriptions.service import confirm
     from newsletter.tokens import TokenPayload
 
     app = create_app({**SETTINGS, "DATABASE_URL": database_url})
     with app.app_context():
-        upgrade(directory=str(ROOT / "migrations"))
+        upgrade(directory=str(code / "migrations"))
         ensure_default_list()
         db.session.commit()
     for kind in ("active", "pending"):
         for number in range(count):
             with app.test_request_context():
-                email = address(kind, run, number)
-                request_subscription(SignupRequest(email, Channel.FORM, Evidence()))
-                if kind == "active":
-                    key = db.session.scalar(
-                        select(Subscriber.token_key).where(Subscriber.email_key == email)
-                    )
-                    confirm(TokenPayload(str(key)), Evidence())
+                accept_signup(SignupRequest(address(kind, run, number), Channel.FORM, Evidence()))
+    with app.app_context():
+        while process_intake():
+            pass
+    for number in range(count):
+        with app.test_request_context():
+            email = address("active", run, number)
+            key = db.session.scalar(
+                select(Subscriber.token_key).where(Subscriber.email_key == email)
+            )
+            confirm(TokenPayload(str(key)), Evidence())
     with app.app_context():
         rows = db.session.execute(
             select(Subscriber.email_key, Subscription.status).join(Subscription)
@@ -124,14 +135,33 @@ def seed(database_url: str, run: str, count: int) -> None:
         raise RuntimeError(f"seeding went wrong: {found}")
 
 
-def start_server(database_url: str, workers: int, log: Any) -> tuple[subprocess.Popen[bytes], int]:
+def server_env(database_url: str, code: Path) -> dict[str, str]:
+    """The environment of the server and the worker: the settings, and the code's tree."""
+    env = {**os.environ, **{f"NEWSLETTER_{k}": v for k, v in SETTINGS.items()}}
+    env["NEWSLETTER_DATABASE_URL"] = database_url
+    env["NEWSLETTER_MAIL_PORT"] = "9"  # nothing listens: the outbox backs off
+    if code != ROOT:
+        env["PYTHONPATH"] = str(code)
+    return env
+
+
+def start_worker(env: dict[str, str], code: Path, log: Any) -> subprocess.Popen[bytes]:
+    """A ``newsletter worker`` draining the intake as in production (mail it
+    cannot send stays queued: MAIL_SERVER points at a closed port)."""
+    venv = Path(sys.executable).parent
+    return subprocess.Popen([str(venv / "newsletter"), "worker"], env=env, cwd=code,
+                            stdout=log, stderr=log)  # fmt: skip
+
+
+def start_server(
+    env: dict[str, str], code: Path, workers: int, log: Any
+) -> tuple[subprocess.Popen[bytes], int]:
     """gunicorn with the production settings file and app on a free loopback port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    env = {**os.environ, **{f"NEWSLETTER_{k}": v for k, v in SETTINGS.items()}}
+    env = dict(env)
     env.update(
-        NEWSLETTER_DATABASE_URL=database_url,
         GUNICORN_BIND=f"127.0.0.1:{port}",
         GUNICORN_WORKERS=str(workers),
         # The sync worker closes the connection after each answer; gthread
@@ -143,7 +173,7 @@ def start_server(database_url: str, workers: int, log: Any) -> tuple[subprocess.
     server = subprocess.Popen(
         [str(venv / "gunicorn"), "-c", "gunicorn.conf.py", "--access-logfile", "/dev/null",
          "wsgi:app"],
-        env=env, cwd=ROOT, stdout=log, stderr=log,
+        env=env, cwd=code, stdout=log, stderr=log,
     )  # fmt: skip
     for _ in range(150):
         try:
@@ -229,7 +259,7 @@ def difference(answers: dict[str, set[Any]]) -> str:
     return "; ".join(parts)
 
 
-def machine(admin_url: str) -> str:
+def machine(admin_url: str, code: Path) -> str:
     """CPUs, CPU model, load, PostgreSQL and the code measured, in two lines."""
     model = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -238,6 +268,13 @@ def machine(admin_url: str) -> str:
     with psycopg.connect(admin_url) as conn:
         version = conn.execute("SHOW server_version").fetchone()
     git = ["git", "-C", str(ROOT)]
+    if code != ROOT:
+        return (
+            f"machine: {os.cpu_count()} CPUs ({model}), load average "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; PostgreSQL "
+            f"{version[0] if version else '?'}; Python {platform.python_version()}\n"
+            f"code: the tree {code}"
+        )
     revision = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True).stdout.strip()  # fmt: skip
     dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
@@ -265,6 +302,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None, help="of the random order")
     parser.add_argument("--fail-on-oracle", action="store_true",
                         help="exit 1 when a timing oracle is detectable")  # fmt: skip
+    parser.add_argument("--no-worker", action="store_true",
+                        help="no worker while measuring (the intake only grows)")  # fmt: skip
+    parser.add_argument("--tree", type=Path, default=ROOT,
+                        help="the code measured: a tree of it (git archive COMMIT | tar -x -C "
+                        "DIR), imported by the seeding and put on the PYTHONPATH of server and "
+                        "worker")  # fmt: skip
     args = parser.parse_args()
     if args.rounds < 2:
         parser.error("--rounds must be at least 2")
@@ -279,7 +322,8 @@ def main() -> int:
     print("enumeration timing: gunicorn (gunicorn.conf.py, wsgi:app) with "
           f"{args.workers} gthread workers of 1 thread, PostgreSQL, rate limits in Redis "
           "(raised), one keep-alive connection")  # fmt: skip
-    print(machine(args.database_url))
+    code = args.tree.resolve()
+    print(machine(args.database_url, code))
     print("command: " + shlex.join([os.path.relpath(sys.executable), *sys.argv]))
     print(f"addresses: {seeded} active, {seeded} pending, a fresh new one for every request; "
           f"{args.rounds} rounds after {args.warmup} warm-up, random order "
@@ -290,9 +334,14 @@ def main() -> int:
     failed, detected = False, False
     try:
         started = time.monotonic()
-        seed(database_url, run, seeded)
+        seed(database_url, run, seeded, code)
         print(f"seeded in {time.monotonic() - started:.1f} s")
-        server, port = start_server(database_url, args.workers, log)
+        env = server_env(database_url, code)
+        server, port = start_server(env, code, args.workers, log)
+        worker = None if args.no_worker else start_worker(env, code, log)
+        print(
+            "worker: " + ("none" if worker is None else "one newsletter worker draining the intake")
+        )
         try:
             for index, endpoint in enumerate(endpoints):
                 addresses = {
@@ -315,6 +364,9 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=30)
+            if worker is not None:
+                worker.terminate()
+                worker.wait(timeout=60)
         print(f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         log.close()
