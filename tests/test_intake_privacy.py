@@ -39,7 +39,7 @@ from newsletter.privacy.retention import purge
 from newsletter.subscriptions import intake_run
 from newsletter.tokens import Purpose, make_token
 
-from .conftest import BACKEND
+from .conftest import BACKEND, ORIGIN
 from .fixtures.intake import drain_intake
 from .fixtures.mailflow import link_path
 
@@ -49,6 +49,17 @@ Post = Callable[..., TestResponse]
 postgres_only = pytest.mark.skipif(BACKEND != "postgresql", reason="PostgreSQL row locks")
 
 ADDRESS = "Ada@Example.org"
+
+
+@pytest.fixture
+def post_form(client: FlaskClient) -> Post:
+    """POST a public form from our own origin and nothing more: here the signup
+    must wait in the intake (mailflow's post_form lets a worker take it)."""
+
+    def post(path: str, data: dict[str, object]) -> TestResponse:
+        return client.post(path, data=data, headers={"Origin": ORIGIN})
+
+    return post
 
 
 def intake() -> list[tuple[str, str | None]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,8 +16,8 @@ from ..extensions import db
 from ..imports.run import run_next_import
 from ..lease import worker_id
 from ..privacy.retention import run_due_retention
-from ..subscriptions.intake import arrived, intake_due
 from ..subscriptions.intake_run import process_intake
+from .intake import start_intake_loop
 from .outbox import process_batch
 
 log = logging.getLogger(__name__)
@@ -26,10 +25,15 @@ log = logging.getLogger(__name__)
 CampaignCallback = Callable[[DeliveryBatch], Any]
 
 
-def work_once(app: Flask, owner: str, on_campaign_batch: CampaignCallback | None = None) -> int:
-    """One round: a batch of signups from the intake, an outbox batch, due
-    scheduled campaigns, a campaign batch, retention when due, and at most one
-    CSV import.
+def work_once(
+    app: Flask,
+    owner: str,
+    on_campaign_batch: CampaignCallback | None = None,
+    with_intake: bool = True,
+) -> int:
+    """One round: a batch of signups from the intake (unless the intake loop
+    runs beside, see worker/intake.py), an outbox batch, due scheduled
+    campaigns, a campaign batch, retention when due, and at most one CSV import.
 
     Signups and transactional mail go first: a confirmation should not wait
     behind a 100,000-recipient newsletter, and the signups of this round put
@@ -38,7 +42,7 @@ def work_once(app: Flask, owner: str, on_campaign_batch: CampaignCallback | None
     outbox when it commits, for the next round. Returns how many rows were
     handled (retention is not counted as work).
     """
-    handled = process_intake(owner)
+    handled = process_intake(owner) if with_intake else 0
     handled += process_batch(app, owner).handled
     handled += start_due_campaigns()
     batch = send_deliveries(app, owner)
@@ -57,17 +61,22 @@ def run_worker(
 ) -> int:
     """Work until ``stop`` is set (or nothing is due, with ``once``).
 
+    A continuous worker takes signups in its own thread (worker/intake.py),
+    so that they wait for no batch of mail; with ``once`` the rounds do it.
     A round that raises (database unreachable, say) is logged and tried again
     after ``poll_interval``; with ``once`` the worker stops there instead of
-    spinning. Returns the number of rounds that failed, so ``worker --once``
-    can exit non-zero and cron notices.
+    spinning. Returns the number of rounds that failed (the intake loop's
+    included), so ``worker --once`` can exit non-zero and cron notices.
     """
     owner = worker_id()
+    intake = None if once else start_intake_loop(app, stop)
     failures = 0
     while not stop.is_set():
         with app.app_context():
             try:
-                handled: int | None = work_once(app, owner, on_campaign_batch)
+                handled: int | None = work_once(
+                    app, owner, on_campaign_batch, with_intake=intake is None
+                )
             except Exception:
                 db.session.rollback()
                 log.exception("worker: round failed; will try again")
@@ -77,43 +86,13 @@ def run_worker(
                 db.session.remove()
         if once and not handled:
             return failures
-        if not handled:
-            _idle(app, stop, poll_interval)
+        if handled:
+            continue
+        if intake is None:
+            stop.wait(poll_interval)
+        elif intake.did_work.wait(poll_interval):  # set on stop too
+            intake.did_work.clear()
+    if intake is not None:
+        intake.join()
+        failures += intake.failures
     return failures
-
-
-def _idle(app: Flask, stop: threading.Event, poll_interval: float) -> None:
-    """Wait ``poll_interval`` seconds, less when a signup arrives meanwhile.
-
-    A signup in this process sets ``intake.arrived``; on PostgreSQL the intake
-    is also looked at every INTAKE_POLL_SECONDS (one indexed read), so a
-    signup taken by another process is picked up as promptly. Not LISTEN/NOTIFY:
-    a transaction that notifies holds a database-wide lock through its commit,
-    which would make every signup's commit wait for the one before it
-    (docs/architecture.md, "Signup intake"). On SQLite a read would take the
-    write lock (BEGIN IMMEDIATE), so only the signal and the interval apply.
-    """
-    deadline = time.monotonic() + poll_interval
-    step = float(app.config["INTAKE_POLL_SECONDS"])
-    look = app.config["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
-    while not stop.is_set():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        if arrived.wait(min(step, left)):
-            arrived.clear()
-            return
-        if look and _intake_due(app):
-            return
-
-
-def _intake_due(app: Flask) -> bool:
-    """Whether an intake row is waiting (False when the database cannot say)."""
-    with app.app_context():
-        try:
-            return intake_due()
-        except Exception:
-            db.session.rollback()
-            return False
-        finally:
-            db.session.remove()
