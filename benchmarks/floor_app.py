@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from flask import jsonify, request
+from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
@@ -24,16 +24,19 @@ from newsletter.ledger import evidence_from_request
 from newsletter.validation import InvalidInput, normalise_email
 from newsletter.web.signup import signup_rate_limit
 
-app = create_app()
-with app.app_context():
-    db.session.execute(
-        text(
-            "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, email text,"
-            " email_key text, ip text, user_agent text, source_url text, lists text,"
-            " received_at timestamptz NOT NULL DEFAULT now())"
+
+def add_floor_route(app: Flask) -> None:
+    """Create the floor's table and add POST /bench/floor to ``app``."""
+    with app.app_context():
+        db.session.execute(
+            text(
+                "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, email text,"
+                " email_key text, ip text, user_agent text, source_url text, lists text,"
+                " received_at timestamptz NOT NULL DEFAULT now())"
+            )
         )
-    )
-    db.session.commit()
+        db.session.commit()
+    app.add_url_rule("/bench/floor", "bench_floor", floor, methods=["POST"])
 
 
 @csrf.exempt
@@ -66,4 +69,9 @@ def floor() -> ResponseReturnValue:
     return jsonify(status="accepted"), 202
 
 
-app.add_url_rule("/bench/floor", "bench_floor", floor, methods=["POST"])
+def create_floor_app() -> Flask:
+    """The production app with the floor's route: gunicorn serves
+    ``floor_app:create_floor_app()`` (benchmarks/signup_load.py)."""
+    app = create_app()
+    add_floor_route(app)
+    return app

@@ -5,7 +5,10 @@ warm-up, and prints milliseconds per request, SQL statements per request, and
 the functions that take the most time. A /healthz loop in the same run is the
 baseline. Rate limits are counted in Redis as in production.
 
-    .venv/bin/python benchmarks/profile_signup.py [--requests 500] [--path api|form]
+    .venv/bin/python benchmarks/profile_signup.py [--requests 500] [--path api|form|floor]
+
+``floor`` is benchmarks/floor_app.py's route: one INSERT of the request, the
+least any stored signup can cost.
 
 Needs PostgreSQL on 127.0.0.1 and Redis.
 """
@@ -36,7 +39,7 @@ def main() -> int:
     """Create a database, run the loops, print the figures and the profile."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=500)
-    parser.add_argument("--path", choices=("api", "form"), default="api")
+    parser.add_argument("--path", choices=("api", "form", "floor"), default="api")
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args()
 
@@ -81,6 +84,10 @@ def run(args: argparse.Namespace, database_url: str) -> int:
 
         event.listen(db.engine, "before_cursor_execute", count)
 
+    if args.path == "floor":
+        from benchmarks.floor_app import add_floor_route
+
+        add_floor_route(app)
     client = app.test_client()
     counter = iter(range(10**9))
 
@@ -88,6 +95,8 @@ def run(args: argparse.Namespace, database_url: str) -> int:
         email = f"p{next(counter)}@example.org"
         if args.path == "api":
             response = client.post("/api/v1/subscriptions", json={"email": email})
+        elif args.path == "floor":
+            response = client.post("/bench/floor", json={"email": email})
         else:
             response = client.post(
                 "/subscribe", data={"email": email, "website": ""}, headers={"Origin": ORIGIN}

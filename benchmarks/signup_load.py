@@ -375,6 +375,8 @@ def main() -> int:
     parser.add_argument("--paced-seconds", type=int, default=20)
     parser.add_argument("--no-worker", action="store_true",
                         help="no worker during the phases (it drains afterwards)")  # fmt: skip
+    parser.add_argument("--phases", default="ceiling,form,api,floor",
+                        help="the wrk phases, in this order")  # fmt: skip
     parser.add_argument("--drain-timeout", type=int, default=900, help="seconds (900)")
     parser.add_argument("--tree", type=Path, default=ROOT,
                         help="the code measured: a tree of it (git archive COMMIT | tar -x -C "
@@ -420,7 +422,7 @@ def measure(args: argparse.Namespace, database_url: str) -> int:
     server = subprocess.Popen(
         # The production app plus the floor's route (benchmarks/floor_app.py).
         [str(venv / "gunicorn"), "-c", "gunicorn.conf.py", "--access-logfile", "/dev/null",
-         "--pythonpath", str(code / "benchmarks"), "floor_app:app"],
+         "--pythonpath", str(code / "benchmarks"), "floor_app:create_floor_app()"],
         env=web_env, cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     sink = start_sink(sink_port)
@@ -447,9 +449,10 @@ def measure(args: argparse.Namespace, database_url: str) -> int:
             worker = start_worker()
         threading.Thread(target=sampler.run, daemon=True).start()
         results: list[Result] = []
-        phases = {"ceiling": "/healthz", "form": "/subscribe",
-                  "api": "/api/v1/subscriptions", "floor": "/bench/floor"}  # fmt: skip
-        for phase, path in phases.items():
+        paths = {"ceiling": "/healthz", "form": "/subscribe",
+                 "api": "/api/v1/subscriptions", "floor": "/bench/floor"}  # fmt: skip
+        for phase in args.phases.split(","):
+            path = paths[phase]
             sampler.mark(f"{phase} start")
             results.append(run_wrk(phase, base + path, args))
             sampler.mark(f"{phase} end")
@@ -478,7 +481,8 @@ def measure(args: argparse.Namespace, database_url: str) -> int:
     verify = subprocess.run([cli, "ledger", "verify"], env=env, cwd=code, capture_output=True,
                             text=True)  # fmt: skip
     with psycopg.connect(database_url) as conn:
-        checks = {r.name: check_phase(conn, r.name, r.accepted) for r in results[1:3]}
+        signups = [r for r in results if r.name in ("form", "api")]
+        checks = {r.name: check_phase(conn, r.name, r.accepted) for r in signups}
         if paced is not None:
             checks["paced"] = check_phase(conn, "paced", paced.accepted)
         floor_rows = conn.execute("SELECT count(*) FROM bench_floor").fetchone()
@@ -495,7 +499,10 @@ def measure(args: argparse.Namespace, database_url: str) -> int:
     else:
         os.unlink(worker_log.name)
 
-    ceiling, floor = results[0].per_second, results[3].per_second
+    # The floor may be run more than once (--phases): its mean is the reference.
+    by_name = {r.name: r for r in results}
+    floors = [r.per_second for r in results if r.name == "floor"]
+    ceiling, floor = by_name["ceiling"].per_second, sum(floors) / len(floors)
     print(f"signup load: gunicorn {args.workers} workers, wrk {args.connections} connections, "
           f"{args.duration} s a phase, wrk timeout {args.timeout} s, PostgreSQL, rate limits in "
           f"Redis; {'no worker during the phases' if args.no_worker else '1 newsletter worker'}, "
@@ -533,7 +540,8 @@ def measure(args: argparse.Namespace, database_url: str) -> int:
         ok &= c.one_outbox == c.subscribers == c.one_event
     failed = failed_rows[0] if failed_rows else 0
     ok &= failed == 0 and verify.returncode == 0
-    ok &= all(r.errors == 0 for r in results[1:]) and (paced is None or paced.errors == 0)
+    ok &= all(r.errors == 0 for r in results if r.name != "ceiling")
+    ok &= paced is None or paced.errors == 0
     print(
         f"intake rows failed: {failed}; outbox: "
         + ", ".join(f"{status} {count}" for status, count in sent)
@@ -553,7 +561,7 @@ def measure(args: argparse.Namespace, database_url: str) -> int:
         f"worker log: {len(problems)} warnings/errors"
         + (f", first: {problems[0].strip()[:200]}" if problems else "")
     )
-    form, api = results[1], results[2]
+    form, api = by_name["form"], by_name["api"]
     targets = [
         ("form >= 90 % of the floor", form.per_second >= 0.9 * floor),
         ("api >= 90 % of the floor", api.per_second >= 0.9 * floor),
