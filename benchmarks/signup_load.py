@@ -499,10 +499,18 @@ def measure(args: argparse.Namespace, database_url: str) -> int:
     else:
         os.unlink(worker_log.name)
 
-    # The floor may be run more than once (--phases): its mean is the reference.
+    # The floor may be run more than once (--phases): a signup phase is compared
+    # with the floor phases next to it (before and after), as the machine's rate
+    # drifts over a run; with none next to it, with the mean of all of them.
     by_name = {r.name: r for r in results}
     floors = [r.per_second for r in results if r.name == "floor"]
     ceiling, floor = by_name["ceiling"].per_second, sum(floors) / len(floors)
+
+    def floor_of(r: Result) -> float:
+        at = results.index(r)
+        near = [n.per_second for n in results[at - 1 : at + 2] if n.name == "floor"]
+        return sum(near) / len(near) if near and r.name != "floor" else floor
+
     print(f"signup load: gunicorn {args.workers} workers, wrk {args.connections} connections, "
           f"{args.duration} s a phase, wrk timeout {args.timeout} s, PostgreSQL, rate limits in "
           f"Redis; {'no worker during the phases' if args.no_worker else '1 newsletter worker'}, "
@@ -513,7 +521,7 @@ def measure(args: argparse.Namespace, database_url: str) -> int:
     for r in results:
         start, end, peak = sampler.span(r.name)
         print(f"{r.name:<8} {r.per_second:>9.1f} {r.per_second / ceiling:>8.0%} "
-              f"{r.per_second / floor:>6.0%} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.errors:>6} "
+              f"{r.per_second / floor_of(r):>6.0%} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.errors:>6} "
               f"{r.accepted:>8} {f'{start}/{end}/{peak}':>20} "
               f"{worker_rate(r, start, end, args.duration):>8.0f}")  # fmt: skip
     if paced is not None:
@@ -563,13 +571,15 @@ def measure(args: argparse.Namespace, database_url: str) -> int:
     )
     form, api = by_name["form"], by_name["api"]
     targets = [
-        ("form >= 90 % of the floor", form.per_second >= 0.9 * floor),
-        ("api >= 90 % of the floor", api.per_second >= 0.9 * floor),
+        ("form >= 90 % of the floor", form.per_second >= 0.9 * floor_of(form)),
+        ("api >= 90 % of the floor", api.per_second >= 0.9 * floor_of(api)),
         ("form p99 < 100 ms", form.p99_ms < 100),
         ("api p99 < 100 ms", api.p99_ms < 100),
         ("0 errors, 0 lost, 0 doubled, ledger verifies", ok),
     ]
     for phase, (lower, _) in lat.items():
+        if args.no_worker and phase != "paced":
+            continue  # the worker started after the load: the drain time says it
         targets.append((f"{phase}: confirmation queued within 1 s at p99", lower.p99 < 1000))
     for label, met in targets:
         print(f"{'PASS' if met else 'FAIL'} {label}")
