@@ -197,3 +197,26 @@ def test_the_answer_does_not_wait_for_the_work(
     assert drain_intake() == 1
     assert not _intake()
     assert db.session.scalar(select(db.func.count(Subscriber.id))) == 1
+
+
+def test_the_thank_you_page_follows_the_language_and_is_the_same_for_everyone(
+    client: FlaskClient, default_list: MailingList
+) -> None:
+    def thanks(email: str, query: str = "", language: str = "da") -> bytes:
+        response = client.post(
+            f"/subscribe{query}",
+            data={"email": email},
+            headers={**OWN, "Accept-Language": language},
+        )
+        assert response.status_code == 200
+        return response.data
+
+    danish = thanks("a@example.org")
+    assert thanks("b@example.org") == danish
+    english = thanks("c@example.org", language="en")
+    assert english != danish
+    assert b'<html lang="en">' in english
+    assert b'<html lang="da">' in danish
+    switched = thanks("d@example.org", query="?lang=en")
+    assert b'<html lang="en">' in switched
+    assert b'href="?lang=da"' in switched
