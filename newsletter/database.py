@@ -32,8 +32,13 @@ def init_app(app: Flask) -> None:
 
 def engine_options(config: Mapping[str, Any], url: str) -> dict[str, Any]:
     """The engine options with every PostgreSQL connection's timeouts in its connect
-    arguments (SQLite takes its lock timeout as a pragma, see _configure_sqlite)."""
+    arguments (SQLite takes its lock timeout as a pragma, see _configure_sqlite).
+
+    SQL errors name no parameter values (``hide_parameters``): their text reaches
+    the log and a failed intake row, and the values are addresses and evidence.
+    """
     options = dict(config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    options.setdefault("hide_parameters", True)
     parsed = make_url(url)
     if parsed.get_backend_name() == "postgresql":
         given = parsed.query.get("options")

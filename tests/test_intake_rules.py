@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select, update
@@ -220,3 +221,19 @@ def test_the_thank_you_page_follows_the_language_and_is_the_same_for_everyone(
     switched = thanks("d@example.org", query="?lang=en")
     assert b'<html lang="en">' in switched
     assert b'href="?lang=da"' in switched
+
+
+def test_a_database_error_on_a_signup_names_no_address(
+    app: Flask, default_list: MailingList, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A row that fails in the database keeps the error text, and the log gets it:
+    neither may carry the address the statement was sent with."""
+    accept_signup(_request("secret.person@example.org"))
+    db.session.execute(update(SignupIntake).values(policy_version_id=999_999))
+    db.session.commit()
+    drain_intake()
+    (row,) = _intake()
+    assert row.failed_at is not None
+    assert (row.last_error or "").startswith("IntegrityError")
+    assert "secret.person" not in (row.last_error or "")
+    assert "secret.person" not in caplog.text
