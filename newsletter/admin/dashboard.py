@@ -8,12 +8,11 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
-from ..models import ConsentEventType, Role, SubscriptionStatus, utcnow
+from ..models import ConsentEventType, Role, SubscriptionStatus
 from ..reports.chart import Series, line_chart
 from ..reports.dashboard import WINDOW_DAYS
 from ..reports.dashboard import dashboard as collect
 from ..subscriptions.intake import queue_state
-from ..subscriptions.intake_admin import LATE_SECONDS
 from . import bp
 from .access import requires
 
@@ -42,11 +41,11 @@ def _age(seconds: float) -> str:
 def _intake() -> dict[str, object]:
     """The intake queue for the page: rows waiting, the oldest's age, failed rows."""
     state = queue_state()
-    waited = (utcnow() - state.oldest).total_seconds() if state.oldest else None
+    waited = state.waited()
     return {
         "state": state,
         "age": _age(waited) if waited is not None else None,
-        "late": waited is not None and waited > LATE_SECONDS,
+        "late": state.late(),
     }
 
 

@@ -22,8 +22,7 @@ from alembic.script import ScriptDirectory
 from flask import Config
 
 from ..config import DEFAULTS, MIN_SECRET_LENGTH, WEAK_SECRETS, normalise_database_url
-from ..models import SignupIntake, utcnow
-from ..subscriptions.intake_admin import LATE_SECONDS
+from ..subscriptions.intake import QUEUE_STATE, QueueState
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 TIMEOUT = 5
@@ -232,20 +231,13 @@ def _intake(conn: sa.Connection, config: Config) -> list[Finding]:
     """Signups waiting for a worker: a warning when the oldest has waited more
     than LATE_SECONDS (no worker is taking them), and one when any
     failed (they wait for staff in the console). One query."""
-    waiting = SignupIntake.failed_at.is_(None)
-    count, oldest, failed = conn.execute(
-        sa.select(
-            sa.func.count().filter(waiting),
-            sa.func.min(SignupIntake.received_at).filter(waiting),
-            sa.func.count().filter(SignupIntake.failed_at.is_not(None)),
-        )
-    ).one()
+    state = QueueState.of(conn.execute(QUEUE_STATE).one())
+    count, failed = state.waiting, state.failed
     findings = []
-    waited = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
-    if waited > LATE_SECONDS:
+    if state.late():
         message = (
-            f"{count} signup(s) waiting, the oldest for {_duration(waited)}: is a worker "
-            "running? (`newsletter worker`, or `newsletter run` on one host)"
+            f"{count} signup(s) waiting, the oldest for {_duration(state.waited() or 0)}: "
+            "is a worker running? (`newsletter worker`, or `newsletter run` on one host)"
         )
         findings.append(Finding("warning", "signup intake", message))
     if failed:

@@ -45,7 +45,6 @@ from ..models import (
     ConsentEventType,
     Delivery,
     OutboxMessage,
-    SignupIntake,
     StaffUser,
     Subscriber,
 )
@@ -104,7 +103,7 @@ def erase_subscriber(
     )
     if email_key is None:
         raise UnknownSubscriber(subscriber_id)
-    intake = forget_waiting(email_key)  # before the subscriber's lock: the worker's order
+    intake = len(forget_waiting(email_key))  # before the subscriber's lock: the worker's order
     subscriber = db.session.scalar(
         select(Subscriber).where(Subscriber.id == subscriber_id).with_for_update()
     )
@@ -179,7 +178,7 @@ def erase_address(
     meaning the command line. Raises InvalidInput for a malformed address.
     """
     _email, email_key = normalise_email(address)
-    rows = _forget_intake(email_key)
+    rows = forget_waiting(email_key)
     intake = len(rows)
     subscriber_id = db.session.scalar(
         select(Subscriber.id).where(Subscriber.email_key == email_key)
@@ -199,21 +198,6 @@ def erase_address(
     if rows:
         audit.record(actor, "intake.erase", "signup_intake", rows[0], details={"rows": rows})
     return AddressErasure(subscriber=result, intake_rows=intake)
-
-
-def _forget_intake(email_key: str) -> list[int]:
-    """Delete the address's intake rows in the caller's transaction; their ids.
-
-    ``forget_waiting``'s DELETE, returning what it deleted: a row a worker
-    took meanwhile is not counted (the DELETE waits for the worker's commit).
-    """
-    deleted = db.session.scalars(
-        delete(SignupIntake)
-        .where(SignupIntake.email_key == email_key)
-        .returning(SignupIntake.id)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted(int(row_id) for row_id in deleted)
 
 
 def _rowcount(result: object) -> int:

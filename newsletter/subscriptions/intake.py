@@ -15,9 +15,10 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import delete, func, insert, select
 
 from ..extensions import db
 from ..ledger import Evidence
@@ -88,21 +89,6 @@ def signal_arrival() -> None:
     arrived.set()
 
 
-@transactional
-def intake_due() -> bool:
-    """Whether a row waits that a worker may claim now; one short read."""
-    now = utcnow()
-    found = db.session.scalar(
-        select(SignupIntake.id)
-        .where(
-            SignupIntake.failed_at.is_(None),
-            or_(SignupIntake.lease_until.is_(None), SignupIntake.lease_until < now),
-        )
-        .limit(1)
-    )
-    return found is not None
-
-
 def waiting_of(email_key: str) -> list[SignupIntake]:
     """The intake rows of an address (waiting or failed), oldest first: for
     erasure and the data export. A scan: the table holds only what waits."""
@@ -115,14 +101,32 @@ def waiting_of(email_key: str) -> list[SignupIntake]:
     )
 
 
-def forget_waiting(email_key: str) -> int:
-    """Delete an address's intake rows in the caller's transaction; how many."""
-    result = db.session.execute(
+def forget_waiting(email_key: str) -> list[int]:
+    """Delete an address's intake rows in the caller's transaction; their ids.
+
+    A row a worker took meanwhile is not among them: the DELETE waits for the
+    worker's commit, and the row is gone by then.
+    """
+    deleted = db.session.scalars(
         delete(SignupIntake)
         .where(SignupIntake.email_key == email_key)
+        .returning(SignupIntake.id)
         .execution_options(synchronize_session=False)
     )
-    return int(getattr(result, "rowcount", 0) or 0)
+    return sorted(int(row_id) for row_id in deleted)
+
+
+# A signup waiting longer than this (seconds) means no worker is taking them:
+# the dashboard and `newsletter check` say so.
+LATE_SECONDS = 60
+
+_WAITING = SignupIntake.failed_at.is_(None)
+# How many rows wait, the oldest's request time, how many failed: one query.
+QUEUE_STATE = select(
+    func.count().filter(_WAITING),
+    func.min(SignupIntake.received_at).filter(_WAITING),
+    func.count().filter(SignupIntake.failed_at.is_not(None)),
+)
 
 
 @dataclass(frozen=True)
@@ -133,15 +137,21 @@ class QueueState:
     oldest: datetime | None
     failed: int
 
+    @classmethod
+    def of(cls, row: Any) -> QueueState:
+        """The state from a row of QUEUE_STATE."""
+        return cls(int(row[0] or 0), row[1], int(row[2] or 0))
+
+    def waited(self) -> float | None:
+        """Seconds the oldest waiting row has waited; None when none waits."""
+        return (utcnow() - self.oldest).total_seconds() if self.oldest is not None else None
+
+    def late(self) -> bool:
+        """Whether the oldest waiting row has waited longer than LATE_SECONDS."""
+        waited = self.waited()
+        return waited is not None and waited > LATE_SECONDS
+
 
 def queue_state() -> QueueState:
-    """How many rows wait (and since when) and how many failed; one query."""
-    waiting = SignupIntake.failed_at.is_(None)
-    row = db.session.execute(
-        select(
-            func.count().filter(waiting),
-            func.min(SignupIntake.received_at).filter(waiting),
-            func.count().filter(SignupIntake.failed_at.is_not(None)),
-        )
-    ).one()
-    return QueueState(int(row[0] or 0), row[1], int(row[2] or 0))
+    """The intake queue now (QUEUE_STATE in the session's transaction)."""
+    return QueueState.of(db.session.execute(QUEUE_STATE).one())

@@ -24,9 +24,6 @@ from ..transaction import transactional
 
 # The failed rows shown on one page, oldest first; the rest wait for these.
 FAILED_SHOWN = 200
-# A signup waiting longer than this (seconds) means no worker is taking them:
-# the dashboard and `newsletter check` say so.
-LATE_SECONDS = 60
 
 
 @dataclass(frozen=True)

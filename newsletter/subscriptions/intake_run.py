@@ -29,13 +29,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Row, delete, select
+from sqlalchemy import Row, Select, delete, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..extensions import db
 from ..lease import Leasable, Lease, claim, free, release, settle
 from ..models import SignupIntake, utcnow
-from ..transaction import unit_of_work
+from ..transaction import transactional, unit_of_work
 from .signup import apply_signups, refused
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,7 @@ def _claim(lease: Lease, limit: int) -> list[tuple[int, int]]:
     down only itself once it is retried, and is given up after
     INTAKE_MAX_ATTEMPTS without its batch mates. Returns (id, attempts)."""
     with unit_of_work():
-        waiting = select(SignupIntake.id).where(
-            SignupIntake.failed_at.is_(None), free(INTAKE, utcnow())
-        )
+        waiting = _claimable()
         for candidates in (
             waiting.where(SignupIntake.attempts > 0).order_by(SignupIntake.id).limit(1),
             waiting.where(SignupIntake.attempts == 0).order_by(SignupIntake.id).limit(limit),
@@ -106,6 +104,18 @@ def _claim(lease: Lease, limit: int) -> list[tuple[int, int]]:
             if claimed:
                 return [(int(row_id), int(attempts)) for row_id, attempts in claimed]
     return []
+
+
+def _claimable() -> Select[Any]:
+    """The ids of rows a worker may claim now: not failed, and no lease or one
+    that has run out."""
+    return select(SignupIntake.id).where(SignupIntake.failed_at.is_(None), free(INTAKE, utcnow()))
+
+
+@transactional
+def intake_due() -> bool:
+    """Whether a row waits that a worker may claim now; one short read."""
+    return db.session.scalar(_claimable().limit(1)) is not None
 
 
 def _hand_back(ids: Sequence[int], lease: Lease) -> None:

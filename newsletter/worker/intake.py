@@ -28,8 +28,8 @@ from flask import Flask
 from ..database import is_postgresql
 from ..extensions import db
 from ..lease import worker_id
-from ..subscriptions.intake import arrived, intake_due
-from ..subscriptions.intake_run import process_intake
+from ..subscriptions.intake import arrived
+from ..subscriptions.intake_run import intake_due, process_intake
 
 log = logging.getLogger(__name__)
 
