@@ -231,7 +231,7 @@ class History:
         from newsletter.extensions import db
         from newsletter.imports import jobs
         from newsletter.imports.run import run_next_import
-        from newsletter.models import Channel, Role
+        from newsletter.models import Channel, Role, Subscriber
         from newsletter.privacy.erasure import erase_subscriber
         from newsletter.privacy.policy import import_policy
         from newsletter.privacy.withdrawal import withdraw_by_staff
@@ -345,10 +345,18 @@ class History:
         with self.request("/unsubscribe") as evidence:
             payload = self.payload("newsletter.unsubscribe", people[7][0])
             unsubscribe(payload, Channel.UNSUBSCRIBE_PAGE, evidence)
-        # The preference page: leave the newsletter, join the events list, switch to English.
+        # The preference page: leave the newsletter, ask for the events list, switch language.
+        email = people[10][0]
+        spoken = db.session.scalar(sa.select(Subscriber.locale).where(Subscriber.email == email))
         with self.request("/manage") as evidence:
-            payload = self.payload("newsletter.manage", people[3][0])
-            update_preferences(payload, {events_id}, "en", evidence)
+            payload = self.payload("newsletter.manage", email)
+            outcome = update_preferences(
+                payload, {events_id}, "da" if spoken == "en" else "en", evidence
+            )
+        assert outcome.withdrawn, outcome
+        assert outcome.requested, outcome
+        assert outcome.locale_changed, outcome
+        self.confirm(email)
         # A staff member unsubscribes someone who asked by phone.
         with self.request("/admin/subscribers/unsubscribe") as evidence:
             withdraw_by_staff(
