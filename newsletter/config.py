@@ -26,6 +26,17 @@ DEFAULTS: dict[str, Any] = {
     # stay the same for the life of the data (unlike SECRET_KEY, which rotates);
     # when unset it is derived from SECRET_KEY, see ledger.keys.
     "LEDGER_KEY": None,
+    # The Ed25519 key that signs the ledger's checkpoints (a signed-note signer
+    # key file, see docs/ledger.md). `newsletter check` requires it in
+    # production; when unset, one is generated into the instance folder.
+    "LEDGER_SIGNING_KEY_FILE": None,
+    # The worker seals new events into the Merkle tree and signs a checkpoint
+    # at most this many seconds after they are written.
+    "LEDGER_SEAL_INTERVAL": 10,
+    # Every checkpoint is also appended to this file (e.g. on another disk).
+    "LEDGER_CHECKPOINT_LOG": None,
+    # The latest checkpoint is mailed here once a day (a witness outside the database).
+    "LEDGER_WITNESS_MAILTO": None,
     "ALLOWED_ORIGINS": [],
     "CONFIRM_MAX_AGE": 7 * 24 * 3600,
     # A confirmation mail for lists that one sent within this many seconds already

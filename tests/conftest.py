@@ -168,9 +168,7 @@ def _empty_tables(app: Flask) -> None:
         with db.engine.begin() as conn:
             for table in reversed(db.metadata.sorted_tables):
                 conn.execute(table.delete())
-            conn.exec_driver_sql(
-                "INSERT INTO ledger_head (id, seq, row_hash) VALUES (1, 0, '" + "0" * 64 + "')"
-            )
+            conn.exec_driver_sql("INSERT INTO ledger_head (id, seq) VALUES (1, 0)")
         db.engine.dispose()
 
 

@@ -12,7 +12,7 @@ from flask import Flask
 
 from newsletter.campaigns.service import create_campaign, start_campaign
 from newsletter.extensions import db
-from newsletter.ledger import Evidence, append_event, verify_chain
+from newsletter.ledger import Evidence, append_event
 from newsletter.models import (
     Channel,
     MailingList,
@@ -25,6 +25,7 @@ from newsletter.reports.chart import Series, line_chart, nice_ceiling
 from newsletter.reports.dashboard import daily_activity, subscriber_counts
 from newsletter.subscriptions.lists import current_consent_text
 
+from .fixtures.ledger import seal_and_verify
 from .fixtures.staff import StaffClient
 
 TODAY = date(2026, 11, 24)
@@ -62,7 +63,7 @@ def history(
     def write(events: list[tuple[int, str]]) -> None:
         for n, (days_ago, event) in enumerate(events):
             when = at(days_ago) + timedelta(seconds=n)
-            monkeypatch.setattr("newsletter.ledger.chain.utcnow", lambda when=when: when)
+            monkeypatch.setattr("newsletter.ledger.append.utcnow", lambda when=when: when)
             append_event(
                 event=event,
                 channel=Channel.API,
@@ -105,7 +106,7 @@ def test_daily_activity_counts_per_utc_day_within_90_days(history) -> None:
     assert activity.series["withdrawn"][89] == 1
     assert sum(activity.series["withdrawn"]) == 1
     assert activity.confirmation_rate == 0.5
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 def test_daily_activity_without_events_in_the_window(history) -> None:

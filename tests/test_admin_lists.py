@@ -10,7 +10,6 @@ from flask import Flask
 from sqlalchemy import select
 
 from newsletter.extensions import db
-from newsletter.ledger import verify_chain
 from newsletter.models import (
     AuditEntry,
     ConsentEvent,
@@ -20,6 +19,7 @@ from newsletter.models import (
     Subscription,
 )
 
+from .fixtures.ledger import seal_and_verify
 from .fixtures.staff import StaffClient
 
 NEW_TEXT = "Ja tak, send mig nyhedsbrevet. Jeg kan framelde mig med linket i hver mail (v2)."
@@ -207,7 +207,7 @@ def test_new_consent_text_is_a_new_version_and_the_old_one_is_untouched(
     assert db.session.get(Subscription, subscription.id).consent_text_id == v1_id
     events_after = {e.id: e.consent_text_id for e in db.session.scalars(select(ConsentEvent)).all()}
     assert events_after == events_before  # the ledger still names version 1
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
     [entry] = audits("list.consent_version")
     assert entry.details == {

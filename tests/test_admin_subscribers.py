@@ -12,7 +12,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from newsletter.extensions import db
-from newsletter.ledger import Evidence, append_event, verify_chain
+from newsletter.ledger import Evidence, append_event
 from newsletter.ledger.proof import consent_proof
 from newsletter.models import (
     AuditEntry,
@@ -29,6 +29,7 @@ from newsletter.subscriptions.lists import current_consent_text
 from newsletter.subscriptions.search import like_pattern, parse_filter, search_subscribers
 from newsletter.validation import InvalidInput
 
+from .fixtures.ledger import seal_and_verify
 from .fixtures.staff import StaffClient
 
 ROW_LINK = re.compile(r'href="/admin/subscribers/(\d+)"')
@@ -366,7 +367,7 @@ def test_manual_unsubscribe_is_recorded_with_channel_staff(
     assert entry.details == {
         "subscriptions": {"news": {"before": "active", "after": "unsubscribed"}}
     }
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
     # "Every list" takes the rest; a second time changes and logs nothing.
     editor.post(f"/admin/subscribers/{ada.id}/unsubscribe", {"list": "all"})
@@ -419,5 +420,5 @@ def test_erasure_needs_the_confirm_step(
     erased = db.session.scalars(select(ConsentEvent).where(ConsentEvent.event == "erased")).one()
     assert erased.channel == "staff"
     assert erased.details == {"staff_id": editor.user.id}
-    assert verify_chain().ok
+    assert seal_and_verify().ok
     assert editor.get(f"/admin/subscribers/{ada.id}").status_code == 404

@@ -27,7 +27,6 @@ from sqlalchemy import false, func, select, update
 
 from newsletter.campaigns.service import campaign_progress, create_campaign, start_campaign
 from newsletter.extensions import db
-from newsletter.ledger import verify_chain
 from newsletter.ledger.keys import email_digest
 from newsletter.mail.transport import (
     PermanentFailure,
@@ -53,6 +52,7 @@ from newsletter.models import (
 )
 from newsletter.subscriptions import suppression
 
+from .fixtures.ledger import seal_and_verify
 from .fixtures.mailflow import link_path
 from .fixtures.smtp import SMTPServer
 
@@ -203,7 +203,7 @@ def test_a_permanent_refusal_fails_the_delivery_suppresses_the_address_and_is_le
     )
     assert suppressed_events == 1
     db.session.commit()
-    assert verify_chain().ok
+    assert seal_and_verify().ok
     result = runner.invoke(args=["ledger", "verify"])
     assert result.exit_code == 0, result.output
 

@@ -10,9 +10,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from newsletter.extensions import db
-from newsletter.ledger import verify_chain
 from newsletter.models import ConsentEvent, MailingList, Subscription, SubscriptionStatus
 
+from .fixtures.ledger import seal_and_verify
 from .fixtures.mailflow import html_of, link_path, text_of
 
 
@@ -89,7 +89,7 @@ def test_signup_confirm_and_one_click_unsubscribe(
         ("confirmed", "confirm_link"),
         ("withdrawn", "one_click"),
     ]
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 def test_unsubscribe_page_get_changes_nothing_and_button_unsubscribes(

@@ -23,7 +23,6 @@ from newsletter.imports.mapping import guess_mapping
 from newsletter.imports.parse import FileProblem, decode, iter_records, sniff_delimiter
 from newsletter.imports.run import LeaseLost, claim_next, run_claimed
 from newsletter.imports.validate import parse_consented_at
-from newsletter.ledger import verify_chain
 from newsletter.models import (
     AuditEntry,
     ConsentEvent,
@@ -37,6 +36,7 @@ from newsletter.models import (
 from newsletter.subscriptions.suppression import add as suppress
 from newsletter.validation import InvalidInput
 
+from .fixtures.ledger import seal_and_verify
 from .fixtures.mailflow import Deliver, link_path
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
@@ -184,7 +184,7 @@ def test_good_file_imports_active_and_pending_rows(
         response = client.post(link_path(mail, "confirm"))
         assert response.status_code == 200
         assert status_of(address_of(mail), topic) == SubscriptionStatus.ACTIVE
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 def test_every_imported_row_has_a_ledger_event_with_the_evidence(
@@ -211,7 +211,7 @@ def test_every_imported_row_has_a_ledger_event_with_the_evidence(
         "imported_by": "importer@example.org",
     }
     assert events["carl@example.org"].event == "requested"
-    report = verify_chain()
+    report = seal_and_verify()
     assert report.ok, report.problems
     assert report.events == 4
 
@@ -489,7 +489,7 @@ def test_command_imports_a_file(
     assert "checked 4 of 4 rows" in result.stderr
     db.session.commit()
     assert db.session.scalar(select(func.count(Subscription.id))) == 4
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 @pytest.mark.parametrize("command", [["list", "import"], ["import"]])

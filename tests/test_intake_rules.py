@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 
 from newsletter.extensions import db
-from newsletter.ledger import Evidence, verify_chain
+from newsletter.ledger import Evidence
 from newsletter.models import (
     Channel,
     ConsentEvent,
@@ -37,6 +37,7 @@ from newsletter.subscriptions.service import unsubscribe
 from newsletter.tokens import Purpose, make_token, read_token
 
 from .fixtures.intake import drain_intake, sign_up_now
+from .fixtures.ledger import seal_and_verify
 
 OWN = {"Origin": "http://newsletter.test"}
 
@@ -140,7 +141,7 @@ def test_a_new_consent_text_in_this_process_is_recorded_by_the_next_signup(
         )
     )
     assert texts[1] == newest
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 def test_an_unsubscribe_after_the_request_wins_over_the_waiting_signup(
@@ -163,7 +164,7 @@ def test_an_unsubscribe_after_the_request_wins_over_the_waiting_signup(
     assert subscription.status == SubscriptionStatus.UNSUBSCRIBED
     assert db.session.scalar(select(db.func.count(OutboxMessage.id))) == mails_before
     assert not _intake()
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 def test_a_signup_made_after_an_unsubscribe_asks_again(

@@ -18,12 +18,12 @@ import pytest
 import sqlalchemy as sa
 from flask import Flask
 from flask.testing import FlaskClient
+from newsletter.ledger.chain import GENESIS_HASH, ChainReport
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
 from newsletter.ledger import Evidence, verify_chain
-from newsletter.ledger.chain import GENESIS_HASH, ChainReport
 from newsletter.ledger.evidence import minimise_ip
 from newsletter.ledger.keys import email_digest, email_digests, ledger_keys
 from newsletter.ledger.proof import consent_proof
@@ -296,6 +296,7 @@ def test_chain_rewritten_without_the_key_is_found(history: History) -> None:
     event and recomputes every hash after it (and the head), as plain SHA-256
     would let them: the keyed row hashes give them away."""
     from newsletter.ledger.chain import row_hash
+
     from newsletter.ledger.keys import canonical_json
 
     def forged_hash(row: ConsentEvent) -> str:

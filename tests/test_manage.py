@@ -19,7 +19,6 @@ from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
-from newsletter.ledger import verify_chain
 from newsletter.models import (
     ConsentEvent,
     MailingList,
@@ -29,6 +28,7 @@ from newsletter.models import (
     SubscriptionStatus,
 )
 
+from .fixtures.ledger import seal_and_verify
 from .fixtures.mailflow import Deliver, link_path, text_of
 from .fixtures.preferences import Lists, statuses
 
@@ -161,7 +161,7 @@ def test_unticking_a_list_withdraws_at_once(
     ]
     assert new[0].consent_text_id == lists["nyhedsbrev"].consent_texts[0].id
     assert deliver() == []  # withdrawing sends nothing
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 def test_ticking_a_new_list_needs_confirmation_again(
@@ -198,7 +198,7 @@ def test_ticking_a_new_list_needs_confirmation_again(
     ]
     (receipt,) = deliver()
     assert "Tech notes" in str(receipt["Subject"])
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 def test_resubscribing_a_left_list_needs_confirmation_again(
@@ -260,7 +260,7 @@ def test_changing_the_language_is_recorded(
         page = client.get(manage_path).get_data(as_text=True)
     assert 'option value="da" selected' in page
     assert '<html lang="da">' in page
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 @pytest.mark.parametrize("locale", ["fr", "xx-evil", "EN"])
@@ -303,7 +303,7 @@ def test_unsubscribe_from_all_withdraws_every_active_list(
     assert client.post(manage_path, data={"action": "unsubscribe_all"}).status_code == 200
     assert len(events()) == before + 3
     assert deliver() == []
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 def test_unsubscribe_from_all_also_cancels_pending_lists(
@@ -335,4 +335,4 @@ def test_manage_link_of_an_erased_subscriber_is_gone(
     assert "no longer in use" in response.get_data(as_text=True)
     assert "Set-Cookie" not in response.headers
     assert snapshot() == before
-    assert verify_chain().ok
+    assert seal_and_verify().ok

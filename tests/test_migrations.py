@@ -23,11 +23,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_migrate import check, downgrade, upgrade
+from newsletter.ledger.chain import GENESIS_HASH
 
 from newsletter import create_app
 from newsletter.extensions import db
 from newsletter.ledger import Evidence, verify_chain
-from newsletter.ledger.chain import GENESIS_HASH
 from newsletter.models import Channel, UTCDateTime
 from newsletter.subscriptions.lists import create_list
 

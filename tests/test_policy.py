@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
+from newsletter.ledger.chain import row_hash
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
-from newsletter.ledger import verify_chain
-from newsletter.ledger.chain import row_hash
 from newsletter.models import ConsentEvent, MailingList, PolicyVersion, utcnow
 from newsletter.privacy.policy import PolicyError, import_policy, parse_policy, policy_in_force
+
+from .fixtures.ledger import seal_and_verify
 
 SEED = Path(__file__).resolve().parent / "data" / "persondatapolitik.md"
 ORIGIN_HEADERS = {"Origin": "http://newsletter.test"}
@@ -192,7 +193,7 @@ def test_every_consent_event_references_the_policy_in_force(
     db.session.commit()
     events = db.session.scalars(select(ConsentEvent).order_by(ConsentEvent.seq)).all()
     assert [e.policy_version_id for e in events] == [None, current.id]
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
 
 def test_the_row_hash_covers_the_policy_reference_and_old_rows_still_verify(
@@ -208,7 +209,7 @@ def test_the_row_hash_covers_the_policy_reference_and_old_rows_still_verify(
     old_event, new_event = db.session.scalars(select(ConsentEvent).order_by(ConsentEvent.seq))
     assert old_event.policy_version_id is None
     assert new_event.policy_version_id == second.id
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
     # Pointing the event at another version, or removing the reference, is caught.
     for value in (first.id, None):
@@ -218,7 +219,7 @@ def test_the_row_hash_covers_the_policy_reference_and_old_rows_still_verify(
             .values(policy_version_id=value)
         )
         db.session.commit()
-        report = verify_chain()
+        report = seal_and_verify()
         assert [p.reason for p in report.problems] == ["content does not match its hash"]
     # Claiming a reference for the old event is caught too.
     db.session.execute(
@@ -232,7 +233,7 @@ def test_the_row_hash_covers_the_policy_reference_and_old_rows_still_verify(
         .values(policy_version_id=first.id)
     )
     db.session.commit()
-    assert [p.seq for p in verify_chain().problems] == [old_event.seq]
+    assert [p.seq for p in seal_and_verify().problems] == [old_event.seq]
     stored = db.session.get(ConsentEvent, old_event.id)
     assert stored is not None
     assert row_hash(stored) != stored.row_hash

@@ -15,7 +15,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from newsletter.extensions import db
-from newsletter.ledger import Evidence, verify_chain
+from newsletter.ledger import Evidence
 from newsletter.models import (
     AuditEntry,
     Channel,
@@ -31,9 +31,12 @@ from newsletter.subscriptions import service
 from newsletter.subscriptions.lists import current_consent_text
 from newsletter.tokens import TokenPayload
 
+from .fixtures.ledger import seal_and_verify
+
 EVIDENCE = Evidence(ip="192.0.2.0/24", user_agent="Browser", source_url="http://x/unsubscribe")
 # What the ledger adds to every event (the chain), or what tells the paths apart.
-CHAIN = {"id", "seq", "occurred_at", "prev_hash", "row_hash"}
+# Per event by construction: its place, time, and the fresh salt of its commitment.
+CHAIN = {"id", "seq", "occurred_at", "salt", "personal_commitment"}
 APART = {"channel", "details"}
 
 
@@ -111,7 +114,7 @@ def test_link_and_staff_withdrawals_log_the_same_events(
     assert [(e["channel"], e["details"]) for e in by_link] == [("unsubscribe_page", {})] * 2
     staff_details = {"staff_id": staff.id, "staff": staff.email}
     assert [(e["channel"], e["details"]) for e in by_staff] == [("staff", staff_details)] * 2
-    assert verify_chain().ok
+    assert seal_and_verify().ok
 
     # Both left every subscription unsubscribed, with the time it happened.
     db.session.expire_all()

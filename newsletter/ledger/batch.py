@@ -1,13 +1,13 @@
 """Appending events as plain column values, several under one lock of the head.
 
-``chain.append_pending`` builds one mapped object per event and lets the unit
+``append.append_pending`` builds one mapped object per event and lets the unit
 of work insert it: fine for a confirmation, too slow for 100,000 imported
-rows, and a large share of a signup's cost. Here the keyed digests that do not
-depend on the chain (address, personal fields) are computed before the lock;
-under the lock only each row's hash is chained, and the rows go to the
-database in one statement (COPY for many, one INSERT for a few). The hash is
-computed by ``chain.hash_of`` itself, so ``newsletter ledger verify`` checks
-these events exactly like any other.
+rows, and a large share of a signup's cost. Here the values that do not depend
+on the event's place (the keyed address digest, the salt and commitment) are
+computed before the lock; under it each row only gets its ``seq`` and time,
+and the rows go to the database in one statement (COPY for many, one INSERT
+for a few). ``PendingEvent.columns`` makes the row for both paths, so sealing
+and ``newsletter ledger verify`` treat these events exactly like any other.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import insert
 from ..bulk import bulk_insert
 from ..extensions import db
 from ..models import ConsentEvent, utcnow
-from .chain import Head, PolicyInForce, hash_of, lock_head, move_head, policy_in_force_id
+from .append import PolicyInForce, lock_head, move_head, policy_in_force_id
 from .keys import ledger_keys
 from .pending import PendingEvent
 
@@ -52,16 +52,15 @@ def append_events(events: Sequence[PendingEvent], policy: PolicyInForce | None =
     head = lock_head()
     now = utcnow()
     policy_id = policy.version_on(now.date())
-    seq, previous = head.seq, head.row_hash
+    seq = head
     for event, row in zip(events, rows, strict=True):
         seq += 1
         at, policy_of = now, policy_id
         if event.recorded is not None:
             at, policy_of = event.recorded.at, event.recorded.policy_version_id
-        row.update(seq=seq, prev_hash=previous, occurred_at=at, policy_version_id=policy_of)
-        row["row_hash"] = previous = hash_of(row, key)
+        row.update(seq=seq, occurred_at=at, policy_version_id=policy_of)
     if len(rows) >= COPY_FROM:
         bulk_insert(ConsentEvent.__table__, rows)
     else:
         db.session.execute(insert(ConsentEvent.__table__), rows)
-    move_head(Head(seq, previous))
+    move_head(seq)

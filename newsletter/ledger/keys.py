@@ -1,12 +1,12 @@
-"""Keyed digests for the ledger's personal fields and for pseudonymous matching."""
+"""Keyed digests for pseudonymous matching, and the commitment to an event's personal fields."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-from typing import Any
+from collections.abc import Mapping
 
+import rfc8785
 from flask import current_app
 
 
@@ -33,11 +33,6 @@ def keyed_digest(key: bytes, value: str) -> str:
     return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()
 
 
-def canonical_json(value: Any) -> str:
-    """One byte-exact JSON form of a value, for hashing."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def email_digest(email_key: str, key: bytes | None = None) -> str:
     """The pseudonym of a normalised address under the current (or given) key."""
     return keyed_digest(key or ledger_keys()[0], "email:" + email_key)
@@ -48,6 +43,10 @@ def email_digests(email_key: str) -> list[str]:
     return [email_digest(email_key, key) for key in ledger_keys()]
 
 
-def personal_digest(personal: dict[str, str | None], key: bytes | None = None) -> str:
-    """The keyed digest that stands for the personal fields in the row hash."""
-    return keyed_digest(key or ledger_keys()[0], "personal:" + canonical_json(personal))
+def commitment(salt: bytes, personal: Mapping[str, str | None]) -> str:
+    """SHA-256 (hex) over the salt and the RFC 8785 form of the personal fields.
+
+    Not keyed: anyone holding the salt and the fields (a consent bundle) can
+    check it, and without the salt the fields cannot be guessed from it.
+    """
+    return hashlib.sha256(salt + rfc8785.dumps(dict(personal))).hexdigest()

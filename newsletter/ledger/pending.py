@@ -1,13 +1,14 @@
 """An event on its way into the ledger: what both append paths take.
 
 Callers say what happened, to whom and with what evidence; the ledger adds
-the rest under the head lock (``seq``, time, the policy in force, the hashes),
+the rest under the head lock (``seq``, time, the policy in force),
 one event at a time (``chain.append_pending``) or many under one lock
 (``batch.append_events``). Both turn a ``PendingEvent`` into the same row.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 from ..extensions import db
 from ..models import Subscriber
 from .evidence import Evidence
-from .keys import email_digest, personal_digest
+from .keys import commitment, email_digest
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,11 @@ class PendingEvent:
         )
 
     def columns(self, key: bytes) -> dict[str, Any]:
-        """The event's column values that do not depend on the chain, with its
-        keyed digests made under ``key`` (the ledger key in use)."""
+        """The event's column values that do not depend on its place in the
+        ledger: the keyed address digest made under ``key`` (the ledger key in
+        use), and a fresh salt with the commitment to the personal fields."""
         personal = personal_fields(self.email, self.evidence)
+        salt = secrets.token_bytes(32)
         return {
             "event": str(self.event),
             "channel": str(self.channel),
@@ -93,13 +96,15 @@ class PendingEvent:
             "consent_text_id": self.consent_text_id,
             "email_digest": email_digest(self.email_key, key),
             "details": dict(self.details),
-            "personal_digest": personal_digest(personal, key),
+            "salt": salt.hex(),
+            "personal_commitment": commitment(salt, personal),
             **personal,
         }
 
 
 def personal_fields(email: str | None, evidence: Evidence) -> dict[str, str | None]:
-    """An event's personal fields: hashed only through their digest, cleared by erasure."""
+    """An event's personal fields: in the leaf only through the salted
+    commitment, cleared by erasure together with the salt."""
     return {
         "email": email,
         "ip": evidence.ip,

@@ -1,4 +1,5 @@
-"""Consent evidence for one address, as a JSON-ready document."""
+"""Consent evidence for one address: a JSON-ready document, and the
+self-contained bundle a third party verifies with the public key alone."""
 
 from __future__ import annotations
 
@@ -7,9 +8,15 @@ from typing import Any
 from sqlalchemy import select
 
 from ..extensions import db
-from ..models import ConsentEvent, ConsentText, MailingList, PolicyVersion, Subscriber
+from ..models import ConsentEvent, ConsentText, MailingList, PolicyVersion, Subscriber, utcnow
 from ..validation import normalise_email
+from .append import PERSONAL_FIELDS
 from .keys import email_digests
+from .leaf import LEAF_COLUMNS, Texts, leaf_bytes, timestamp
+from .proofs import inclusion_proof
+from .seal import latest_checkpoint
+
+BUNDLE_FORMAT = "newsletter-consent-proof/1"
 
 
 def consent_proof(address: str) -> dict[str, Any]:
@@ -82,5 +89,84 @@ def _event(
         "user_agent": event.user_agent,
         "source_url": event.source_url,
         "details": event.details,
-        "row_hash": event.row_hash,
+    }
+
+
+def consent_bundle(address: str) -> dict[str, Any]:
+    """The consent proof bundle of one address (format in docs/ledger.md).
+
+    Every sealed event of the address with its leaf, its salt and personal
+    fields (null once erased) and its inclusion proof under the latest
+    checkpoint, and the consent and policy texts those leaves name. It holds
+    nothing about anyone else: the proofs are hashes. Seal first so that the
+    newest events are in it (``seal.seal_waiting``).
+    """
+    email, email_key = normalise_email(address)
+    digests = email_digests(email_key)
+    checkpoint = latest_checkpoint()
+    if checkpoint is None:
+        raise NothingSealed
+    texts = Texts.load()
+    rows = db.session.execute(
+        select(*LEAF_COLUMNS, *(getattr(ConsentEvent, name) for name in PERSONAL_FIELDS))
+        .where(ConsentEvent.email_digest.in_(digests), ConsentEvent.seq <= checkpoint.size)
+        .order_by(ConsentEvent.occurred_at, ConsentEvent.seq)
+    ).mappings()
+    events, text_ids, policy_ids = [], set(), set()
+    for row in rows:
+        text_ids.add(row["consent_text_id"])
+        policy_ids.add(row["policy_version_id"])
+        personal = {name: row[name] for name in PERSONAL_FIELDS if name != "salt"}
+        events.append(
+            {
+                "index": row["seq"] - 1,
+                "leaf": leaf_bytes(row, texts).decode(),
+                "salt": row["salt"],
+                "personal": personal if row["salt"] is not None else None,
+                "inclusion_proof": [
+                    h.hex() for h in inclusion_proof(row["seq"] - 1, checkpoint.size)
+                ],
+            }
+        )
+    return {
+        "format": BUNDLE_FORMAT,
+        "created_at": timestamp(utcnow()),
+        "checkpoint": checkpoint.note,
+        "subject": {"email": email, "email_digest": digests[0]},
+        "events": events,
+        "consent_texts": _consent_texts(text_ids - {None}, texts),
+        "policies": _policies(policy_ids - {None}, texts),
+    }
+
+
+class NothingSealed(Exception):
+    """No checkpoint has been signed yet."""
+
+
+def _consent_texts(ids: set[int], texts: Texts) -> dict[str, Any]:
+    rows = db.session.execute(
+        select(ConsentText.id, ConsentText.text, MailingList.slug)
+        .join(MailingList, MailingList.id == ConsentText.list_id)
+        .where(ConsentText.id.in_(ids))
+    )
+    return {
+        texts.consent[row.id].sha256: {
+            "list": row.slug,
+            "version": texts.consent[row.id].version,
+            "text": row.text,
+        }
+        for row in rows
+    }
+
+
+def _policies(ids: set[int], texts: Texts) -> dict[str, Any]:
+    rows = db.session.scalars(select(PolicyVersion).where(PolicyVersion.id.in_(ids)))
+    return {
+        texts.policies[row.id].sha256: {
+            "version": row.version,
+            "title": row.title,
+            "effective_on": row.effective_on.isoformat(),
+            "text": row.body_markdown,
+        }
+        for row in rows
     }

@@ -9,7 +9,16 @@ from .campaigns import (
 )
 from .imports import ImportJob, ImportStatus
 from .intake import SignupIntake
-from .ledger import Channel, ConsentEvent, ConsentEventType, LedgerHead
+from .ledger import (
+    Channel,
+    ConsentEvent,
+    ConsentEventType,
+    LedgerCheckpoint,
+    LedgerHead,
+    LedgerKey,
+    LedgerNode,
+    LedgerTree,
+)
 from .lists import ConsentText, MailingList
 from .outbox import OutboxKind, OutboxMessage, OutboxStatus
 from .policy import PolicyVersion
@@ -31,7 +40,11 @@ __all__ = [
     "DeliveryStatus",
     "ImportJob",
     "ImportStatus",
+    "LedgerCheckpoint",
     "LedgerHead",
+    "LedgerKey",
+    "LedgerNode",
+    "LedgerTree",
     "MailingList",
     "OutboxKind",
     "OutboxMessage",

@@ -8,7 +8,7 @@ from sqlalchemy import ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .types import UTCDateTime, utcnow
+from .types import UTCDateTime, text_sha256, utcnow
 
 
 class MailingList(db.Model):  # type: ignore[name-defined]
@@ -46,6 +46,11 @@ class ConsentText(db.Model):  # type: ignore[name-defined]
     list_id: Mapped[int] = mapped_column(ForeignKey("lists.id"))
     version: Mapped[int]
     text: Mapped[str] = mapped_column(Text)
+    # SHA-256 (hex) of ``text`` as written: ledger leaves bind the text by this
+    # hash, and ``ledger verify`` names a text whose hash no longer matches.
+    sha256: Mapped[str | None] = mapped_column(
+        String(64), default=lambda ctx: text_sha256(ctx, "text")
+    )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     mailing_list: Mapped[MailingList] = relationship(back_populates="consent_texts")

@@ -9,7 +9,7 @@ from sqlalchemy import Date, String, Text, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
-from .types import UTCDateTime, utcnow
+from .types import UTCDateTime, text_sha256, utcnow
 
 
 class PolicyVersion(db.Model):  # type: ignore[name-defined]
@@ -31,6 +31,10 @@ class PolicyVersion(db.Model):  # type: ignore[name-defined]
     body_markdown: Mapped[str] = mapped_column(Text)
     # SHA-256 of title, date and body: importing the same file twice is a no-op.
     content_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    # SHA-256 (hex) of ``body_markdown`` alone: what ledger leaves bind.
+    text_sha256: Mapped[str | None] = mapped_column(
+        String(64), default=lambda ctx: text_sha256(ctx, "body_markdown")
+    )
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Enum
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
+
+
+def text_sha256(context: Any, column: str) -> str:
+    """Column default: the SHA-256 (hex) of the UTF-8 text inserted into ``column``."""
+    text = context.get_current_parameters()[column]
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def utcnow() -> datetime:

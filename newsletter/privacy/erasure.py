@@ -38,7 +38,7 @@ from sqlalchemy import delete, or_, select, update
 
 from ..extensions import db
 from ..ledger import Evidence, append_event, email_digests
-from ..ledger.chain import PERSONAL_FIELDS
+from ..ledger.append import PERSONAL_FIELDS
 from ..models import (
     Channel,
     ConsentEvent,

@@ -9,6 +9,7 @@ with a "Dato for seneste opdatering: DD.MM.YYYY" line.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -20,8 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..campaigns.compose import markdown_to_safe_html
 from ..extensions import db
-from ..ledger.chain import policy_in_force_id
-from ..ledger.keys import canonical_json
+from ..ledger.append import policy_in_force_id
 from ..models import PolicyVersion, StaffUser, utcnow
 from ..staff import audit
 from ..transaction import transactional
@@ -55,7 +55,9 @@ class ParsedPolicy:
     def digest(self) -> str:
         """SHA-256 over title, date and body: the identity of this content."""
         content = [self.title, self.effective_on.isoformat(), self.body_markdown]
-        return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        ).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ def import_policy(
     A new version and its audit entry (``actor`` None: the command line) are
     one transaction. Versions are immutable and numbered in import order; the
     one in force on a day is the newest effective date not after it (see
-    ledger.chain).
+    ledger.append).
     """
     parsed = parse_policy(raw)
     existing = db.session.scalar(

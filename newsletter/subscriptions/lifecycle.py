@@ -11,7 +11,7 @@ from sqlalchemy import Row, Select, select
 
 from ..extensions import db
 from ..ledger import Evidence
-from ..ledger.chain import PolicyInForce, append_pending, policy_in_force_query
+from ..ledger.append import PolicyInForce, append_pending, policy_in_force_query
 from ..ledger.pending import PendingEvent, Recorded
 from ..mail.outbox import enqueue
 from ..models import (

@@ -21,8 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..ledger import Evidence
+from ..ledger.append import PolicyInForce
 from ..ledger.batch import append_events
-from ..ledger.chain import PolicyInForce
 from ..ledger.pending import PendingEvent, Recorded
 from ..models import (
     Channel,

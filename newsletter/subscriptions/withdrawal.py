@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..ledger import Evidence
-from ..ledger.chain import append_pending
+from ..ledger.append import append_pending
 from ..ledger.pending import PendingEvent
 from ..models import (
     Channel,

@@ -19,6 +19,7 @@ from ..privacy.retention import run_due_retention
 from ..subscriptions.intake_run import process_intake
 from .intake import start_intake_loop
 from .outbox import process_batch
+from .sealing import seal_step, start_seal_loop
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ def work_once(
 ) -> int:
     """One round: a batch of signups from the intake (unless the intake loop
     runs beside, see worker/intake.py), an outbox batch, due scheduled
-    campaigns, a campaign batch, retention when due, and at most one CSV import.
+    campaigns, a campaign batch, retention when due, at most one CSV import,
+    and, when the intake loop and the seal loop do not run beside
+    (``worker --once``), sealing whatever ledger events wait.
 
     Signups and transactional mail go first: a confirmation should not wait
     behind a 100,000-recipient newsletter, and the signups of this round put
@@ -49,7 +52,10 @@ def work_once(
     if on_campaign_batch is not None and batch.handled:
         on_campaign_batch(batch)
     run_due_retention(app)  # once a day across all workers
-    return handled + batch.handled + run_next_import()
+    handled += batch.handled + run_next_import()
+    if with_intake:
+        seal_step(always=True)  # not counted: --once stops when only sealing is left
+    return handled
 
 
 def run_worker(
@@ -70,6 +76,7 @@ def run_worker(
     """
     owner = worker_id()
     intake = None if once else start_intake_loop(app, stop)
+    sealer = None if once else start_seal_loop(app, stop)
     failures = 0
     while not stop.is_set():
         with app.app_context():
@@ -95,4 +102,7 @@ def run_worker(
     if intake is not None:
         intake.join()
         failures += intake.failures
+    if sealer is not None:
+        sealer.join()
+        failures += sealer.failures
     return failures

@@ -1,0 +1,54 @@
+"""The key that signs checkpoints, and the name of the log it signs for."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import current_app
+
+from .signing import Signer, load_or_create
+
+DEV_KEY_FILE = "ledger-signing.key"
+
+
+def log_origin() -> str:
+    """The origin line a new log's checkpoints start with: the site's host and
+    ``/consent-ledger``. Fixed in the tree row at the first seal."""
+    host = urlsplit(str(current_app.config.get("BASE_URL") or "")).hostname or "localhost"
+    return f"{host}/consent-ledger"
+
+
+def signing_key_path() -> Path:
+    """LEDGER_SIGNING_KEY_FILE, or the key generated into the instance folder."""
+    configured = current_app.config.get("LEDGER_SIGNING_KEY_FILE")
+    return Path(configured) if configured else Path(current_app.instance_path) / DEV_KEY_FILE
+
+
+def signer() -> Signer:
+    """The checkpoint signer, read once per process (and per key file).
+
+    A configured file must exist; the instance key is created on first use,
+    named after the log's origin.
+    """
+    path = signing_key_path()
+    cache: dict[Path, Signer] = current_app.extensions.setdefault("ledger_signers", {})
+    if path not in cache:
+        if current_app.config.get("LEDGER_SIGNING_KEY_FILE") and not path.exists():
+            raise FileNotFoundError(f"LEDGER_SIGNING_KEY_FILE {path} does not exist")
+        cache[path] = load_or_create(path, log_origin())
+    return cache[path]
+
+
+def write_new_key(path: Path, name: str) -> Signer:
+    """Generate a signing key named ``name`` into a new file (mode 0600); refuses
+    to overwrite an existing one."""
+    key = Signer.generate(name)
+    with open(path, "x", encoding="utf-8", opener=_private) as file:
+        file.write(key.to_text() + "\n")
+    return key
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)

@@ -1,0 +1,69 @@
+"""The seal loop: a worker's own thread that seals new ledger events.
+
+Events must be under a signed checkpoint at most LEDGER_SEAL_INTERVAL seconds
+after they are written, whatever the main loop is doing (a campaign batch can
+take longer than that). The loop looks every second at most and seals when
+events wait and the last seal is half an interval old; ``worker --once`` seals
+in its round instead (``work_once``). Several workers take turns on the tree
+row's lock; a seal with nothing new does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from flask import Flask, current_app
+
+from ..extensions import db
+from ..ledger.seal import seal_due, seal_waiting
+
+log = logging.getLogger(__name__)
+
+LONGEST_WAIT = 1.0
+
+
+def seal_step(always: bool = False) -> int:
+    """Seal what waits when it is due (or whenever anything waits, with
+    ``always``); returns how many events were sealed."""
+    interval = 0.0 if always else float(current_app.config["LEDGER_SEAL_INTERVAL"]) / 2
+    if not seal_due(interval):
+        db.session.rollback()
+        return 0
+    return sum(sealed.added for sealed in seal_waiting())
+
+
+def start_seal_loop(app: Flask, stop: threading.Event) -> SealLoop:
+    """Start the seal loop in a daemon thread; it ends when ``stop`` is set."""
+    loop = SealLoop(app, stop)
+    loop.thread.start()
+    return loop
+
+
+class SealLoop:
+    """The thread and the number of its rounds that failed."""
+
+    def __init__(self, app: Flask, stop: threading.Event) -> None:
+        self.app = app
+        self.stop = stop
+        self.failures = 0
+        self.thread = threading.Thread(target=self.run, name="seal", daemon=True)
+
+    def run(self) -> None:
+        """Seal when due until stopped; a failed round is logged and retried."""
+        wait = min(LONGEST_WAIT, float(self.app.config["LEDGER_SEAL_INTERVAL"]) / 2)
+        while not self.stop.is_set():
+            with self.app.app_context():
+                try:
+                    seal_step()
+                except Exception:
+                    db.session.rollback()
+                    log.exception("seal: round failed; will try again")
+                    self.failures += 1
+                finally:
+                    db.session.remove()
+            self.stop.wait(wait)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the thread to end (after ``stop`` is set)."""
+        self.thread.join(timeout)
