@@ -11,6 +11,7 @@ import shutil
 import stat
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -257,6 +258,15 @@ def test_parse_notes_splits_a_witness_log():
             parse_notes(bad)
 
 
+def test_key_file_is_created_once_under_concurrency(tmp_path):
+    path = tmp_path / "k\u00e6y"
+    name = "nyhedsbrev.example/samtykke-\u00e6"
+    with ThreadPoolExecutor(8) as pool:
+        keys = {s.vkey for s in pool.map(lambda _: load_or_create(path, name), range(16))}
+    assert keys == {load_or_create(path, name).vkey}
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 def test_key_file_is_created_private_and_reloaded(tmp_path):
     path = tmp_path / "instance" / "ledger.key"
     signer = load_or_create(path, "news.example.dk/consent-ledger")
@@ -264,8 +274,7 @@ def test_key_file_is_created_private_and_reloaded(tmp_path):
     assert path.read_text() == signer.to_text() + "\n"
     assert load_or_create(path, "news.example.dk/consent-ledger").vkey == signer.vkey
     assert [p.name for p in path.parent.iterdir()] == ["ledger.key"]
-    with pytest.raises(ValueError, match="named"):
-        load_or_create(path, "another.example/log")
+    assert load_or_create(path, "another.example/log").name == "news.example.dk/consent-ledger"
     path.chmod(0o644)
     with pytest.raises(ValueError, match="owner only"):
         load_or_create(path, "news.example.dk/consent-ledger")

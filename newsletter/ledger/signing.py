@@ -12,6 +12,7 @@ import base64
 import contextlib
 import os
 import re
+import secrets
 import stat
 from pathlib import Path
 
@@ -90,20 +91,21 @@ class Signer:
 
 
 def load_or_create(path: Path, name: str) -> Signer:
-    """The signer in the key file at `path`, created (mode 0600) with a new key when missing.
+    """The signer in the key file at `path`; when it is missing, a new key named `name`.
 
-    Creation is atomic and never replaces a file another process created
-    first. A file readable or writable by group or others, a malformed file
-    and a key with another name are refused with ValueError.
+    Creation is atomic (mode 0600 from the start) and never replaces a file
+    another process created first. An existing key keeps the name it was
+    made with. A file readable or writable by group or others and a
+    malformed file are refused with ValueError.
     """
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         signer = Signer.generate(name)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with os.fdopen(fd, "w", encoding="ascii") as handle:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(signer.to_text() + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -117,9 +119,7 @@ def load_or_create(path: Path, name: str) -> Signer:
             f"{path}: a signing key must be readable by its owner only (mode {mode:o})"
         )
     try:
-        signer = Signer.from_text(path.read_text(encoding="ascii"))
+        signer = Signer.from_text(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"{path}: not a signing key file ({exc})") from exc
-    if signer.name != name:
-        raise ValueError(f"{path}: the key is named {signer.name!r}, not {name!r}")
     return signer
