@@ -93,10 +93,10 @@ FROM subscribers WHERE mod(id, 10) = 3
 """
 SEED_LEDGER = """
 INSERT INTO consent_events (seq, occurred_at, event, channel, subscriber_id, list_id,
-  consent_text_id, email_digest, details, personal_digest, prev_hash, row_hash)
+  consent_text_id, email_digest, details)
 SELECT row_number() OVER (ORDER BY t, subscriber_id, event), t, event, 'form', subscriber_id,
        list_id, consent_text_id, md5(subscriber_id::text) || md5(subscriber_id::text || 'x'),
-       '{}', repeat('0', 64), repeat('0', 64), repeat('0', 64)
+       '{}'
 FROM (
   SELECT requested_at AS t, 'requested' AS event, subscriber_id, list_id, consent_text_id
     FROM subscriptions
