@@ -308,6 +308,11 @@ def _address(email: str) -> str:
     return unicodedata.normalize("NFC", email.strip()).casefold()
 
 
+def _is_int(value: object, expected: int | None = None) -> bool:
+    """A JSON integer (not a boolean), equal to `expected` when one is given."""
+    return type(value) is int and expected in (None, value)
+
+
 def _sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -353,6 +358,8 @@ def _check_texts(bundle: dict, report: Report) -> None:
 def _check_event(n: int, event: dict, bundle: dict, cp: Checkpoint | None, report: Report) -> dict:
     """Checks of one event; returns its parsed leaf, with failures recorded."""
     index, subject, fail = event["index"], bundle["subject"], report.failures.append
+    if not _is_int(index):
+        raise TypeError(f"index {index!r} is not an integer")
     label = f"event {n} (index {index})"
     proof = [bytes.fromhex(h) for h in event["inclusion_proof"]]
     if cp is not None and not verify_inclusion(
@@ -362,7 +369,7 @@ def _check_event(n: int, event: dict, bundle: dict, cp: Checkpoint | None, repor
     leaf = json.loads(event["leaf"])
     if not isinstance(leaf, dict) or canonical(leaf) != event["leaf"]:
         fail(f"{label}: the leaf is not canonical JSON (RFC 8785)")
-    if set(leaf) != LEAF_FIELDS or leaf["v"] != 1 or leaf["seq"] != index + 1:
+    if set(leaf) != LEAF_FIELDS or not _is_int(leaf["v"], 1) or not _is_int(leaf["seq"], index + 1):
         fail(f"{label}: the leaf is not a version 1 leaf with seq = index + 1")
     if leaf.get("email_digest") != subject["email_digest"]:
         fail(f"{label}: email digest is not the subject's")

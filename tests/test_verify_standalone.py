@@ -486,6 +486,10 @@ def wrong_index(bundle: dict) -> None:
     bundle["events"][0]["index"] = 2
 
 
+def boolean_version(bundle: dict) -> None:
+    bundle["events"][0]["leaf"] = bundle["events"][0]["leaf"].replace('"v":1', '"v":true')
+
+
 def foreign_address(bundle: dict) -> None:
     bundle["events"][0]["personal"]["email"] = "mallory@example.org"
 
@@ -514,6 +518,7 @@ def edit_checkpoint_size(bundle: dict) -> None:
         ),
         (other_subject, "event 1 (index 1): email digest is not the subject's"),
         (wrong_index, "event 1 (index 2): the leaf is not a version 1 leaf with seq = index + 1"),
+        (boolean_version, "event 1 (index 1): the leaf is not a version 1 leaf with seq"),
         (foreign_address, "event 1 (index 1): the personal e-mail address is not the subject's"),
         (resign_with_other_key, f"checkpoint: signature does not verify with key {ORIGIN}+"),
         (edit_checkpoint_size, f"checkpoint: signature does not verify with key {ORIGIN}+"),
@@ -572,9 +577,13 @@ def test_wrong_shapes_exit_1(workdir):
         assert result.returncode == 1, bundle
     broken = make_bundle(LEDGER)
     broken["events"][0]["inclusion_proof"] = ["zz"]
+    broken["events"][1]["index"] = True
+    broken["events"][2]["leaf"] = "[]"
     result = run(workdir, broken)
     assert result.returncode == 1
     assert "event 1: malformed (ValueError" in result.stderr
+    assert "event 2: malformed (TypeError: index True is not an integer)" in result.stderr
+    assert "event 3 (index 5): the leaf is not canonical JSON" in result.stderr
 
 
 def test_checkpoint_option(workdir):
