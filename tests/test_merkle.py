@@ -405,3 +405,17 @@ def test_consistency_proofs(tree, data):
         assert not verify_consistency(size1 + 1, size2, larger, root2, proof)
         assert not verify_consistency(size2, size1, root2, root1, proof)
         assert not verify_consistency(0, size2, EMPTY_ROOT, root2, proof)
+
+
+@given(size=st.integers(1, 2**48), data=st.data())
+def test_plans_read_a_logarithmic_number_of_nodes(size, data):
+    index = data.draw(st.integers(0, size - 1))
+    size1 = data.draw(st.integers(1, size))
+    bound = 2 * size.bit_length()
+    inclusion = merkle.inclusion_plan(index, size)
+    consistency = merkle.consistency_plan(size1, size)
+    assert len(inclusion) <= size.bit_length()
+    assert len(merkle.plan_nodes(inclusion)) <= bound
+    assert len(merkle.plan_nodes(consistency)) <= bound + 2
+    for level, idx in merkle.plan_nodes(inclusion) | merkle.plan_nodes(consistency):
+        assert (idx + 1) << level <= size  # complete subtrees of the tree only
