@@ -54,13 +54,24 @@ class RedactTokens(logging.Filter):
 def init_app(app: Flask) -> None:
     """Register blueprints, headers and error pages."""
     # links and signup attach their routes to public.bp, so they load before it is registered.
-    from . import api, archive, devmailbox, links, openapi, privacy, public, signup  # noqa: F401
+    from . import (  # noqa: F401
+        api,
+        archive,
+        devmailbox,
+        ledger,
+        links,
+        openapi,
+        privacy,
+        public,
+        signup,
+    )
 
     app.register_blueprint(public.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
     app.register_blueprint(archive.bp)
     app.register_blueprint(privacy.bp)
+    app.register_blueprint(ledger.bp)
     if app.debug and not app.config.get("MAIL_SERVER"):
         app.register_blueprint(devmailbox.bp)
     app.jinja_env.globals["get_locale"] = get_locale
