@@ -23,6 +23,7 @@ from flask.testing import FlaskClient, FlaskCliRunner
 
 from newsletter import create_app
 from newsletter.extensions import db
+from newsletter.ledger.signing import Signer
 from newsletter.models import MailingList
 from newsletter.subscriptions.lists import DEFAULT_CONSENT_TEXT, create_list
 
@@ -92,8 +93,14 @@ def _migrate(url: str) -> None:
 
 
 def base_config(database_url: str, tmp_path: Path) -> dict[str, Any]:
-    """Settings every test app starts from."""
+    """Settings every test app starts from (a signing key of the test's own:
+    nothing is written into the project's instance folder)."""
+    key_file = tmp_path / "ledger-signing.key"
+    if not key_file.exists():
+        key_file.write_text(Signer.generate("localhost/consent-ledger").to_text() + "\n")
+        key_file.chmod(0o600)
     return {
+        "LEDGER_SIGNING_KEY_FILE": str(key_file),
         "TESTING": True,
         "DATABASE_URL": database_url,
         "SECRET_KEY": TEST_SECRET,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -42,13 +41,8 @@ def signer() -> Signer:
 
 
 def write_new_key(path: Path, name: str) -> Signer:
-    """Generate a signing key named ``name`` into a new file (mode 0600); refuses
-    to overwrite an existing one."""
-    key = Signer.generate(name)
-    with open(path, "x", encoding="utf-8", opener=_private) as file:
-        file.write(key.to_text() + "\n")
-    return key
-
-
-def _private(path: str, flags: int) -> int:
-    return os.open(path, flags, 0o600)
+    """Generate a signing key named ``name`` into a new file (mode 0600);
+    refuses to overwrite an existing one."""
+    if path.exists():
+        raise FileExistsError(f"{path} exists already; keys are never overwritten")
+    return load_or_create(path, name)
