@@ -166,6 +166,9 @@ def _walk_events(walk: _Walk, texts: Texts, sealed: int, report: LedgerReport) -
         expected = seq + 1
         report.problems += _check_event(row)
         if seq <= sealed:
+            if chunk and chunk[-1][0] != seq - 1:  # a gap: fold what came before it
+                _fold(walk, chunk, report)
+                chunk = []
             chunk.append((seq, hash_leaf(leaf_bytes(row, texts)), row["stored_leaf"]))
             if len(chunk) == CHUNK or seq in walk.roots:
                 _fold(walk, chunk, report)
@@ -175,10 +178,17 @@ def _walk_events(walk: _Walk, texts: Texts, sealed: int, report: LedgerReport) -
 
 
 def _fold(walk: _Walk, chunk: list[tuple[int, bytes, bytes | None]], report: LedgerReport) -> None:
-    """Add a run of leaves to the rebuilt tree; compare every node it
-    completes with the stored one and each checkpoint root it reaches."""
+    """Add a run of consecutive leaves to the rebuilt tree; compare every node
+    it completes with the stored one and each checkpoint root it reaches.
+
+    An event that no longer matches its stored leaf is named, and the tree
+    goes on with the stored leaf, so that the nodes and roots above it are
+    checked against the stored tree itself and each problem is named once
+    (a stored leaf changed to match the event breaks the node above it).
+    """
     if not chunk:
         return
+    leaves = []
     for seq, leaf, stored in chunk:
         if stored is None:
             report.problems.append(Problem(f"event #{seq}", "sealed, but its leaf is not stored"))
@@ -190,10 +200,12 @@ def _fold(walk: _Walk, chunk: list[tuple[int, bytes, bytes | None]], report: Led
                     "or its privacy policy was changed after it was sealed",
                 )
             )
+            leaf = bytes(stored)
+        leaves.append(leaf)
     if chunk[0][0] != walk.size + 1:  # after a gap, go on from the stored tree
         walk.size = chunk[0][0] - 1
         walk.edge = edge_hashes(walk.size) or []
-    nodes, walk.edge = merkle.append(walk.edge, walk.size, [leaf for _, leaf, _ in chunk])
+    nodes, walk.edge = merkle.append(walk.edge, walk.size, leaves)
     walk.size += len(chunk)
     _compare_nodes([node for node in nodes if node[0] > 0], report)
     root = walk.roots.pop(walk.size, None)
