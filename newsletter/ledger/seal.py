@@ -15,7 +15,8 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter_verify import EMPTY_ROOT, leaf_hash
 
@@ -67,7 +68,8 @@ def seal(limit: int = SEAL_BATCH) -> Sealed:
 
     With nothing waiting, returns the latest checkpoint (signing the empty
     tree's on the very first call). Raises ``LedgerBroken`` when an event
-    between the sealed size and the ledger head is missing.
+    between the sealed size and the ledger head is missing, or when the stored
+    nodes the new leaves join no longer fold to the sealed root.
     """
     with unit_of_work():
         allow_long_statements()
@@ -86,6 +88,11 @@ def seal(limit: int = SEAL_BATCH) -> Sealed:
         edge = edge_hashes(tree.size)
         if edge is None:
             raise LedgerBroken(f"the stored tree of {tree.size} events lacks a node")
+        if merkle.root(edge).hex() != tree.root_hash:  # never sign on top of a changed node
+            raise LedgerBroken(
+                f"the stored tree of {tree.size} events no longer hashes to its root: "
+                "run `newsletter ledger verify`"
+            )
         nodes, edge = merkle.append(edge, tree.size, leaves)
         bulk_insert(
             LedgerNode.__table__,
@@ -123,13 +130,19 @@ def seal_due(interval: float, now: datetime | None = None) -> bool:
 
 
 def _lock_tree() -> LedgerTree:
-    """The tree row, locked until commit; created (empty, named) on first use."""
+    """The tree row, locked until commit; created (empty, named) on first use.
+
+    Sealers that start together on a new ledger both try to create it: the
+    insert does nothing when another transaction made the row (PostgreSQL
+    waits for that one to commit), and the row is then locked as usual.
+    """
     tree = db.session.scalar(select(LedgerTree).where(LedgerTree.id == 1).with_for_update())
     if tree is None:
+        insert_of = postgresql.insert if db.engine.dialect.name == "postgresql" else sqlite.insert
         db.session.execute(
-            insert(LedgerTree).values(
-                id=1, origin=log_origin(), size=0, root_hash=EMPTY_ROOT.hex(), verified_size=0
-            )
+            insert_of(LedgerTree)
+            .values(id=1, origin=log_origin(), size=0, root_hash=EMPTY_ROOT.hex(), verified_size=0)
+            .on_conflict_do_nothing(index_elements=[LedgerTree.id])
         )
         tree = db.session.scalar(select(LedgerTree).where(LedgerTree.id == 1).with_for_update())
         assert tree is not None
