@@ -17,6 +17,7 @@ from ..mail.message import OutgoingMail
 from ..mail.render import NothingToSend
 from ..models import OutboxKind, OutboxMessage, StaffUser, Subscriber
 from ..privacy.data_export_mail import data_export_mail
+from ..privacy.ledger_witness_mail import ledger_checkpoint_mail
 from ..subscriptions.mails import confirmation_mail, welcome_mail
 
 # Kinds sent to a subscriber, rendered in the subscriber's language.
@@ -29,12 +30,21 @@ SUBSCRIBER_MAILS: dict[OutboxKind, Callable[[Subscriber, dict[str, Any]], Outgoi
 STAFF_MAILS: dict[OutboxKind, Callable[[StaffUser, dict[str, Any]], OutgoingMail]] = {
     OutboxKind.CAMPAIGN_TEST: campaign_test_mail,
 }
+# Kinds sent to the row's address (one from the settings); the renderer picks the language.
+ADDRESS_MAILS: dict[OutboxKind, Callable[[str, dict[str, Any]], OutgoingMail]] = {
+    OutboxKind.LEDGER_CHECKPOINT: ledger_checkpoint_mail,
+}
 
 
 def render_outbox_message(row: OutboxMessage) -> OutgoingMail:
     """Render an outbox row for its recipient as the data is now: a subscriber's
     mail in the subscriber's language, a staff member's only while their account
-    is active. Raises NothingToSend when the recipient or the reason is gone."""
+    is active, an address's as its renderer says. Raises NothingToSend when the
+    recipient or the reason is gone."""
+    if row.kind in ADDRESS_MAILS:
+        if not row.address:
+            raise NothingToSend("no address")
+        return ADDRESS_MAILS[row.kind](row.address, row.payload)
     if row.kind in STAFF_MAILS:
         staff = db.session.get(StaffUser, row.staff_user_id)
         if staff is None or not staff.is_active:

@@ -6,6 +6,9 @@ take longer than that). The loop looks every second at most and seals when
 events wait and the last seal is half an interval old; ``worker --once`` seals
 in its round instead (``work_once``). Several workers take turns on the tree
 row's lock; a seal with nothing new does nothing.
+
+Each step also queues the day's witness mail when LEDGER_WITNESS_MAILTO is
+set and it is due (ledger/witness_mail.py), so it needs no loop of its own.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from flask import Flask, current_app
 
 from ..extensions import db
 from ..ledger.seal import seal_due, seal_waiting
+from ..ledger.witness_mail import queue_witness_mail, witness_mail_due
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +29,16 @@ LONGEST_WAIT = 1.0
 
 def seal_step(always: bool = False) -> int:
     """Seal what waits when it is due (or whenever anything waits, with
-    ``always``); returns how many events were sealed."""
+    ``always``), then queue the witness mail when it is due; returns how many
+    events were sealed. Ends with no transaction open."""
     interval = 0.0 if always else float(current_app.config["LEDGER_SEAL_INTERVAL"]) / 2
-    if not seal_due(interval):
-        db.session.rollback()
-        return 0
-    return sum(sealed.added for sealed in seal_waiting())
+    sealed = 0
+    if seal_due(interval):
+        sealed = sum(done.added for done in seal_waiting())
+    if witness_mail_due():
+        queue_witness_mail()
+    db.session.rollback()
+    return sealed
 
 
 def start_seal_loop(app: Flask, stop: threading.Event) -> SealLoop:
