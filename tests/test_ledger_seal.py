@@ -166,7 +166,7 @@ def test_seal_refuses_to_extend_a_tree_whose_edge_was_changed(
         update(LedgerNode).where(LedgerNode.level == 1, LedgerNode.idx == 0).values(hash=b"\7" * 32)
     )
     sign_up("d@example.org")
-    code, stdout, stderr = seal_cli(runner)
+    code, _, stderr = seal_cli(runner)
     assert code == 1
     assert "the stored tree of 3 events no longer hashes to its root" in stderr
     assert checkpoints() == [3]

@@ -14,7 +14,7 @@ from newsletter_verify import parse_notes
 from ..extensions import db
 from ..models import LedgerKey
 from ..validation import InvalidInput
-from .keyring import log_origin, signer, write_new_key
+from .keyring import SigningKeyError, log_origin, signer, write_new_key
 from .proof import NothingSealed, consent_bundle, consent_proof
 from .seal import LedgerBroken, seal_waiting
 from .signing import Signer
@@ -29,7 +29,7 @@ def seal_command() -> None:
     """Seal the events waiting now into the Merkle tree and print the new checkpoint."""
     try:
         done = seal_waiting()
-    except LedgerBroken as exc:
+    except (LedgerBroken, SigningKeyError) as exc:
         click.echo(f"ledger: cannot seal: {exc}", err=True)
         raise SystemExit(1) from exc
     click.echo(f"ledger: sealed {sum(s.added for s in done)} event(s)", err=True)
@@ -75,7 +75,11 @@ def verify_command(since: Path | None, incremental: bool) -> None:
 @click.option("--all", "every", is_flag=True, help="Also the keys that signed older checkpoints.")
 def public_key_command(every: bool) -> None:
     """Print the verifier key of the checkpoints (C2SP signed-note vkey)."""
-    current = signer().vkey
+    try:
+        current = signer().vkey
+    except SigningKeyError as exc:
+        click.echo(f"ledger: {exc}", err=True)
+        raise SystemExit(1) from exc
     click.echo(current)
     if every:
         for vkey in db.session.scalars(select(LedgerKey.vkey).order_by(LedgerKey.id)):
@@ -112,7 +116,7 @@ def proof_command(email: str, bundle: Path | None) -> None:
         document = consent_bundle(email)
     except InvalidInput as exc:
         raise click.BadParameter(exc.message, param_hint="EMAIL") from exc
-    except (LedgerBroken, NothingSealed) as exc:
+    except (LedgerBroken, NothingSealed, SigningKeyError) as exc:
         click.echo(f"consent: cannot make a bundle: {exc}", err=True)
         raise SystemExit(1) from exc
     bundle.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

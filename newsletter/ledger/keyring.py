@@ -35,9 +35,20 @@ def signer() -> Signer:
     cache: dict[Path, Signer] = current_app.extensions.setdefault("ledger_signers", {})
     if path not in cache:
         if current_app.config.get("LEDGER_SIGNING_KEY_FILE") and not path.exists():
-            raise FileNotFoundError(f"LEDGER_SIGNING_KEY_FILE {path} does not exist")
-        cache[path] = load_or_create(path, log_origin())
+            raise SigningKeyError(
+                f"LEDGER_SIGNING_KEY_FILE {path} does not exist "
+                "(make a key with `newsletter ledger keygen PATH`)"
+            )
+        try:
+            cache[path] = load_or_create(path, log_origin())
+        except (OSError, ValueError) as exc:
+            raise SigningKeyError(f"the ledger signing key cannot be used: {exc}") from exc
     return cache[path]
+
+
+class SigningKeyError(Exception):
+    """The checkpoint signing key cannot be used: its configured file is
+    missing, unreadable, too widely readable or not a key."""
 
 
 def write_new_key(path: Path, name: str) -> Signer:

@@ -1,0 +1,130 @@
+"""The checkpoint signing key: `ledger public-key`, `ledger keygen`, a missing
+key file, and rotation (old checkpoints keep verifying with the old key)."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from flask import Flask
+from flask.testing import FlaskCliRunner
+from sqlalchemy import delete
+
+from newsletter.extensions import db
+from newsletter.ledger import Evidence
+from newsletter.ledger.seal import seal_waiting
+from newsletter.ledger.verify import verify_ledger
+from newsletter.models import Channel, LedgerKey, MailingList
+from newsletter_verify import parse_checkpoint, parse_note, parse_vkey, verify_note
+
+from .fixtures.intake import SignupRequest, sign_up_now
+
+
+def sign_up(*emails: str) -> None:
+    for email in emails:
+        sign_up_now(SignupRequest(email=email, channel=Channel.API, evidence=Evidence()))
+    db.session.commit()
+
+
+def cli(runner: FlaskCliRunner, *args: str) -> tuple[int, str, str]:
+    db.session.commit()
+    result = runner.invoke(args=list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_public_key_prints_a_vkey_that_parses(app: Flask, runner: FlaskCliRunner) -> None:
+    code, stdout, _ = cli(runner, "ledger", "public-key")
+    assert code == 0
+    assert stdout.count("\n") == 1
+    verifier = parse_vkey(stdout)
+    key_file = Path(app.config["LEDGER_SIGNING_KEY_FILE"]).read_text()
+    assert key_file.startswith(f"PRIVATE+KEY+{verifier.name}+{verifier.key_hash.hex()}+")
+
+
+def test_keygen_writes_a_private_key_file_once(runner: FlaskCliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "new.key"
+    code, vkey, _ = cli(runner, "ledger", "keygen", str(path))
+    assert code == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    verifier = parse_vkey(vkey)
+    assert verifier.name == "newsletter.test/consent-ledger"
+    assert path.read_text().startswith(f"PRIVATE+KEY+{verifier.name}+{verifier.key_hash.hex()}+")
+
+    before = path.read_bytes()
+    code, _, stderr = cli(runner, "ledger", "keygen", str(path))
+    assert code == 2
+    assert "exists" in stderr
+    assert path.read_bytes() == before
+
+
+def test_a_missing_key_file_fails_the_seal_clearly(
+    app: Flask, runner: FlaskCliRunner, default_list: MailingList, tmp_path: Path
+) -> None:
+    sign_up("a@example.org")
+    missing = tmp_path / "nowhere" / "ledger.key"
+    app.config["LEDGER_SIGNING_KEY_FILE"] = str(missing)
+    code, stdout, stderr = cli(runner, "ledger", "seal")
+    assert code == 1
+    assert stdout == ""
+    assert f"ledger: cannot seal: LEDGER_SIGNING_KEY_FILE {missing} does not exist" in stderr
+    assert not missing.exists()  # a configured key is never made up
+    code, _, stderr = cli(runner, "ledger", "public-key")
+    assert code == 1
+    assert "does not exist" in stderr
+
+
+def test_a_key_file_others_can_read_fails_the_seal_clearly(
+    app: Flask, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "open.key"
+    assert cli(runner, "ledger", "keygen", str(path))[0] == 0
+    path.chmod(0o644)
+    app.config["LEDGER_SIGNING_KEY_FILE"] = str(path)
+    code, _, stderr = cli(runner, "ledger", "seal")
+    assert code == 1
+    assert "ledger: cannot seal: the ledger signing key cannot be used" in stderr
+    assert "readable by its owner only" in stderr
+
+
+def test_rotation_keeps_old_checkpoints_verifiable(
+    app: Flask, runner: FlaskCliRunner, default_list: MailingList, tmp_path: Path
+) -> None:
+    key_a = cli(runner, "ledger", "public-key")[1].strip()
+    sign_up("a@example.org", "b@example.org")
+    note_a = cli(runner, "ledger", "seal")[1]
+
+    path_b = tmp_path / "b.key"
+    code, key_b, _ = cli(runner, "ledger", "keygen", str(path_b))
+    assert code == 0
+    key_b = key_b.strip()
+    app.config["LEDGER_SIGNING_KEY_FILE"] = str(path_b)
+    sign_up("c@example.org")
+    note_b = cli(runner, "ledger", "seal")[1]
+
+    assert verify_note(parse_note(note_a), parse_vkey(key_a))
+    assert not verify_note(parse_note(note_a), parse_vkey(key_b))
+    assert verify_note(parse_note(note_b), parse_vkey(key_b))
+    assert parse_checkpoint(parse_note(note_b).body).size == 3
+    assert cli(runner, "ledger", "public-key")[1] == key_b + "\n"
+    assert cli(runner, "ledger", "public-key", "--all")[1] == f"{key_b}\n{key_a}\n"
+    code, output, stderr = cli(runner, "ledger", "verify")
+    assert code == 0, stderr
+    assert "2 checkpoint(s) verified" in output
+
+    # The old checkpoint verifies with the kept key A, and only with it.
+    db.session.execute(delete(LedgerKey).where(LedgerKey.vkey == key_a))
+    db.session.commit()
+    assert [str(p) for p in verify_ledger().problems] == [
+        "checkpoint 2: its signature does not verify"
+    ]
+
+
+def test_seal_waiting_signs_with_the_configured_key(
+    app: Flask, default_list: MailingList, tmp_path: Path, runner: FlaskCliRunner
+) -> None:
+    path = tmp_path / "c.key"
+    vkey = cli(runner, "ledger", "keygen", str(path))[1]
+    app.config["LEDGER_SIGNING_KEY_FILE"] = str(path)
+    sign_up("a@example.org")
+    (done,) = seal_waiting()
+    assert verify_note(parse_note(done.note), parse_vkey(vkey))
