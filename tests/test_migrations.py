@@ -23,16 +23,17 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from flask import Flask
 from flask_migrate import check, downgrade, upgrade
-from newsletter.ledger.chain import GENESIS_HASH
 
 from newsletter import create_app
 from newsletter.extensions import db
-from newsletter.ledger import Evidence, verify_chain
+from newsletter.ledger import Evidence
+from newsletter.ledger.keyring import log_origin, write_new_key
 from newsletter.models import Channel, UTCDateTime
 from newsletter.subscriptions.lists import create_list
 
 from .conftest import BACKEND, POSTGRES_ADMIN_URL, TEST_SECRET
 from .fixtures.intake import SignupRequest, sign_up_now
+from .fixtures.ledger import seal_and_verify
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -79,16 +80,20 @@ def empty_database_url(tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def fresh_app(empty_database_url: str, tmp_path: Path) -> Iterator[Flask]:
-    """An app on the empty database, with its app context pushed."""
+    """An app on the empty database, with its app context pushed and a
+    checkpoint signing key of its own."""
+    key_file = tmp_path / "ledger-signing.key"
     app = create_app(
         {
             "TESTING": True,
             "DATABASE_URL": empty_database_url,
             "SECRET_KEY": TEST_SECRET,
             "MAILBOX_DIR": str(tmp_path / "mailbox"),
+            "LEDGER_SIGNING_KEY_FILE": str(key_file),
         }
     )
     with app.app_context():
+        write_new_key(key_file, log_origin())
         yield app
         db.session.remove()
         db.engine.dispose()
@@ -132,8 +137,14 @@ def test_upgrade_on_an_empty_database_reaches_head_without_drift(fresh_app: Flas
     heads = ScriptDirectory(str(MIGRATIONS)).get_heads()
     with db.engine.connect() as conn:
         assert [MigrationContext.configure(conn).get_current_revision()] == heads
-        genesis = conn.execute(sa.text("SELECT id, seq, row_hash FROM ledger_head")).all()
-    assert [tuple(row) for row in genesis] == [(1, 0, GENESIS_HASH)]
+        head = conn.execute(sa.text("SELECT * FROM ledger_head")).mappings().all()
+        tree = {
+            name: conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()  # noqa: S608
+            for name in ("ledger_tree", "ledger_nodes", "ledger_checkpoints", "ledger_keys")
+        }
+    # The empty ledger: a head at seq 0 (nothing chained any more) and an unsealed tree.
+    assert [dict(row) for row in head] == [{"id": 1, "seq": 0}]
+    assert tree == dict.fromkeys(tree, 0)
     assert table_names() == set(db.metadata.tables) | {"alembic_version"}
 
     # The drift test: the migrated schema is exactly what the models describe.
@@ -142,13 +153,18 @@ def test_upgrade_on_an_empty_database_reaches_head_without_drift(fresh_app: Flas
     check()
 
 
-def test_migrated_database_takes_events_from_the_genesis_row(fresh_app: Flask) -> None:
+def test_migrated_database_takes_events_from_the_empty_ledger_head(fresh_app: Flask) -> None:
     upgrade()
     create_list("nyhedsbrev", "Nyhedsbrev", "Ja tak.", default=True)
     sign_up_now(SignupRequest(email="first@example.org", channel=Channel.API, evidence=Evidence()))
-    report = verify_chain()
+    with db.engine.connect() as conn:
+        events = conn.execute(sa.text("SELECT seq, event FROM consent_events")).all()
+        head = conn.execute(sa.text("SELECT seq FROM ledger_head WHERE id = 1")).scalar_one()
+    assert [tuple(row) for row in events] == [(1, "requested")]
+    assert head == 1
+    report = seal_and_verify()
     assert report.ok, report.problems
-    assert report.events == 1
+    assert (report.events, report.sealed, report.waiting, report.checkpoints) == (1, 1, 0, 1)
 
 
 def test_downgrade_to_base_leaves_no_application_tables(fresh_app: Flask) -> None:
