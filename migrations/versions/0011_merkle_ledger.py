@@ -6,8 +6,9 @@ Create Date: 2026-12-07
 
 Reviewed by hand. Before anything changes, the old chain is verified once,
 with the code that wrote it frozen below (row hashes, links, personal
-digests, the head): a broken chain is refused, naming the first event that
-fails, and the database is left as it was. Then:
+digests, attribution, the head; a missing head row reads as the genesis
+head): a broken chain is refused, naming the first event that fails or the
+head, before any schema change, so the database is left as it was. Then:
 
 - every event gets a random salt and the salted commitment to its personal
   fields (events already erased get neither: there is nothing to commit to);
@@ -19,11 +20,16 @@ fails, and the database is left as it was. Then:
   are dropped.
 
 Stop the workers and web processes of the previous release first: they
-write chain columns this migration drops. On a large ledger the commitment
-step takes time (one UPDATE per event); docs/deploy.md has the figures.
+write chain columns this migration drops (docs/deploy.md). On a large
+ledger the commitment step takes time: one UPDATE per event with personal
+fields, sent in batches of 5000.
 
 Downgrade rebuilds the chain from the rows under the current ledger key
-(erased events get the digest of their empty fields) and drops the tree.
+(erased events get the digest of their empty fields), so that the old
+verification accepts it, drops the tree, and leaves the chain columns as
+0010 made them (NOT NULL, no default; SQLite rebuilds the two tables for
+it). It does not verify the tree first: run ``newsletter ledger verify``
+before downgrading, since the rebuilt chain vouches for the rows as they are.
 """
 
 import hashlib
@@ -127,27 +133,36 @@ def _first_break(bind):
     keys = _keys()
     email_keys = dict(bind.execute(sa.text("SELECT id, email_key FROM subscribers")).all())
     expected_prev, expected_seq = GENESIS, 1
-    for row in _stream(bind, *CHAIN_COLUMNS):
-        where = f"event #{row['seq']}"
-        if row["seq"] != expected_seq:
-            return f"event #{expected_seq} is missing"
-        if row["prev_hash"] != expected_prev:
-            return f"{where} does not follow the event before it"
-        if row["row_hash"] not in {_row_hash(row, key) for key in keys}:
-            return f"{where}: its content does not match its hash"
-        if any(row[name] is not None for name in PERSONAL) and row["personal_digest"] not in {
-            _personal_digest(row, key) for key in keys
-        }:
-            return f"{where}: its personal fields do not match their digest"
-        email_key = email_keys.get(row["subscriber_id"])
-        if email_key is not None and row["email_digest"] not in {
-            _digest(key, "email:" + email_key) for key in keys
-        }:
-            return f"{where} is attributed to another subscriber"
-        expected_prev, expected_seq = row["row_hash"], expected_seq + 1
+    rows = _stream(bind, *CHAIN_COLUMNS)
+    try:  # a break leaves the rest of the stream unread: close its cursor
+        for row in rows:
+            where = f"event #{row['seq']}"
+            if row["seq"] != expected_seq:
+                return f"event #{expected_seq} is missing"
+            if row["prev_hash"] != expected_prev:
+                return f"{where} does not follow the event before it"
+            if row["row_hash"] not in {_row_hash(row, key) for key in keys}:
+                return f"{where}: its content does not match its hash"
+            if any(row[name] is not None for name in PERSONAL) and row["personal_digest"] not in {
+                _personal_digest(row, key) for key in keys
+            }:
+                return f"{where}: its personal fields do not match their digest"
+            email_key = email_keys.get(row["subscriber_id"])
+            if email_key is not None and row["email_digest"] not in {
+                _digest(key, "email:" + email_key) for key in keys
+            }:
+                return f"{where} is attributed to another subscriber"
+            expected_prev, expected_seq = row["row_hash"], expected_seq + 1
+    finally:
+        rows.close()
+    # No head row reads as the genesis head, as the old verification read it:
+    # deleting the row is no way around the head check.
     head = bind.execute(sa.text("SELECT seq, row_hash FROM ledger_head WHERE id = 1")).first()
-    if head is not None and (head.seq, head.row_hash) != (expected_seq - 1, expected_prev):
-        return f"the ledger head names event #{head.seq}, which is missing or changed"
+    head_seq, head_hash = (head.seq, head.row_hash) if head is not None else (0, GENESIS)
+    if (head_seq, head_hash) != (expected_seq - 1, expected_prev):
+        if head is None:
+            return f"the ledger head is missing, though the chain ends at event #{expected_seq - 1}"
+        return f"the ledger head names event #{head_seq}, which is missing or changed"
     return None
 
 
@@ -169,9 +184,7 @@ def upgrade():
         "consent_events", sa.Column("personal_commitment", sa.String(length=64), nullable=True)
     )
     op.add_column("consent_texts", sa.Column("sha256", sa.String(length=64), nullable=True))
-    op.add_column(
-        "privacy_policies", sa.Column("text_sha256", sa.String(length=64), nullable=True)
-    )
+    op.add_column("privacy_policies", sa.Column("text_sha256", sa.String(length=64), nullable=True))
     _create_tree_tables()
     _hash_texts(bind)
     _commit_personal_fields(bind)
@@ -211,9 +224,7 @@ def _create_tree_tables():
         sa.PrimaryKeyConstraint("id", name=op.f("pk_ledger_checkpoints")),
         sa.UniqueConstraint("size", name=op.f("uq_ledger_checkpoints_size")),
     )
-    op.create_index(
-        op.f("ix_ledger_checkpoints_signed_at"), "ledger_checkpoints", ["signed_at"]
-    )
+    op.create_index(op.f("ix_ledger_checkpoints_signed_at"), "ledger_checkpoints", ["signed_at"])
     op.create_table(
         "ledger_keys",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -239,11 +250,15 @@ def _hash_texts(bind):
 
 def _commit_personal_fields(bind):
     """A fresh salt and commitment for every event that still has personal fields."""
-    rows = bind.execute(
-        sa.select(events.c.id, *[events.c[name] for name in PERSONAL]).where(
-            sa.or_(*[events.c[name].is_not(None) for name in PERSONAL])
+    rows = (
+        bind.execute(
+            sa.select(events.c.id, *[events.c[name] for name in PERSONAL]).where(
+                sa.or_(*[events.c[name].is_not(None) for name in PERSONAL])
+            )
         )
-    ).mappings().all()
+        .mappings()
+        .all()
+    )
     values = []
     for row in rows:
         salt = secrets.token_bytes(32)
@@ -269,30 +284,17 @@ def _commit_personal_fields(bind):
 
 def downgrade():
     bind = op.get_bind()
-    op.add_column(
-        "consent_events",
-        sa.Column("personal_digest", sa.String(length=64), nullable=False, server_default=""),
-    )
-    op.add_column(
-        "consent_events",
-        sa.Column("prev_hash", sa.String(length=64), nullable=False, server_default=""),
-    )
-    op.add_column(
-        "consent_events",
-        sa.Column("row_hash", sa.String(length=64), nullable=False, server_default=""),
-    )
-    op.add_column(
-        "ledger_head",
-        sa.Column("row_hash", sa.String(length=64), nullable=False, server_default=GENESIS),
-    )
+    # Added nullable, filled, then made NOT NULL: the columns end exactly as
+    # 0010 made them (no server default left behind).
+    for name in ("personal_digest", "prev_hash", "row_hash"):
+        op.add_column("consent_events", sa.Column(name, sa.String(length=64), nullable=True))
+    op.add_column("ledger_head", sa.Column("row_hash", sa.String(length=64), nullable=True))
     key = _keys()[0]
     previous, values = GENESIS, []
     for row in _stream(bind, *CHAIN_COLUMNS):
         personal = _personal_digest(row, key)
         row_hash = _row_hash(row, key, personal_digest=personal, prev_hash=previous)
-        values.append(
-            {"row_id": row["id"], "pd": personal, "prev": previous, "rh": row_hash}
-        )
+        values.append({"row_id": row["id"], "pd": personal, "prev": previous, "rh": row_hash})
         previous = row_hash
     update = (
         events.update()
@@ -313,5 +315,11 @@ def downgrade():
     op.drop_table("ledger_tree")
     op.drop_column("privacy_policies", "text_sha256")
     op.drop_column("consent_texts", "sha256")
-    op.drop_column("consent_events", "personal_commitment")
-    op.drop_column("consent_events", "salt")
+    # One batch per table: SQLite rebuilds each table once for NOT NULL.
+    with op.batch_alter_table("consent_events") as batch:
+        batch.drop_column("personal_commitment")
+        batch.drop_column("salt")
+        for name in ("personal_digest", "prev_hash", "row_hash"):
+            batch.alter_column(name, existing_type=sa.String(length=64), nullable=False)
+    with op.batch_alter_table("ledger_head") as batch:
+        batch.alter_column("row_hash", existing_type=sa.String(length=64), nullable=False)
