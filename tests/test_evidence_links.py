@@ -9,12 +9,17 @@ query string; migration 0007 removes the links that older events hold.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import logging
 import random
 import secrets
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
+from types import ModuleType
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
@@ -27,10 +32,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from newsletter.extensions import db
-from newsletter.ledger import Evidence, append_event
 from newsletter.ledger.evidence import MAX_SOURCE_URL, REDACTED, TOKEN_ROUTES, page_of
 from newsletter.models import Channel, ConsentEvent, ConsentEventType, MailingList, Role, Subscriber
-from newsletter.subscriptions.lists import create_list
 from newsletter.tokens import Purpose, make_token
 
 from .fixtures.intake import drain_intake
@@ -300,14 +303,95 @@ def make_token_in(app: Flask) -> str:
 
 # ---------------------------------------------------------------- migration 0007
 
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATION_0011 = MIGRATIONS / "versions" / "0011_merkle_ledger.py"
+OLD_TIME = datetime(2026, 11, 1, 12, tzinfo=UTC)  # when the 0006 release wrote the events
+
+
+def frozen_chain() -> ModuleType:
+    """Migration 0011, loaded from its path: it keeps the HMAC chain's code frozen
+    (the row hash and personal digest as the releases up to 0010 computed them,
+    and the old verification)."""
+    spec = importlib.util.spec_from_file_location("migration_0011", MIGRATION_0011)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_as_the_0006_release(events: list[dict[str, Any]]) -> None:
+    """Insert one subscriber's events with plain Core statements into the schema
+    of revision 0006, chained as the code of that release chained them: keyed
+    email and personal digests, each row hash over the content and the hash
+    before it, and the ledger head on the last (the models are of a later
+    schema and cannot write there)."""
+    chain = frozen_chain()
+    key = chain._keys()[0]
+    metadata = sa.MetaData()
+    with db.engine.begin() as conn:
+        metadata.reflect(conn, only=["subscribers", "consent_events", "ledger_head"])
+        subscribers = metadata.tables["subscribers"]
+        conn.execute(
+            subscribers.insert().values(
+                email="old@example.org",
+                email_key="old@example.org",
+                name="",
+                locale="da",
+                token_key="k" * 22,
+                created_at=OLD_TIME.replace(tzinfo=None),
+            )
+        )
+        subscriber_id = conn.execute(sa.select(subscribers.c.id)).scalar_one()
+        previous = chain.GENESIS
+        for seq, values in enumerate(events, start=1):
+            row = {
+                "seq": seq,
+                "occurred_at": OLD_TIME + timedelta(seconds=seq, microseconds=250_000),
+                "subscriber_id": subscriber_id,
+                "list_id": None,
+                "consent_text_id": None,
+                "policy_version_id": None,
+                "email_digest": chain._digest(key, "email:old@example.org"),
+                "details": {},
+                "email": "old@example.org",
+                "ip": None,
+                "user_agent": None,
+                "source_url": None,
+                **values,
+            }
+            row["personal_digest"] = chain._personal_digest(row, key)
+            row["prev_hash"] = previous
+            row["row_hash"] = previous = chain._row_hash(row, key)
+            stored = {**row, "occurred_at": row["occurred_at"].replace(tzinfo=None)}
+            conn.execute(metadata.tables["consent_events"].insert().values(**stored))
+        head = metadata.tables["ledger_head"]
+        conn.execute(head.update().where(head.c.id == 1).values(seq=len(events), row_hash=previous))
+
+
+def old_chain_break() -> str | None:
+    """The old verification (frozen in migration 0011): where the chain breaks, or None."""
+    with db.engine.connect() as conn:
+        broken: str | None = frozen_chain()._first_break(conn)
+    return broken
+
 
 def test_migration_0007_removes_stored_links_and_the_chain_still_verifies(
     fresh_app: Flask,  # noqa: F811 - the fixture imported above
 ) -> None:
     """Events written by the old code (the link as sent in source_url) lose their
-    personal fields, as erasure does; other events keep theirs; verify passes."""
+    personal fields, as erasure does; other events keep theirs; the old chain
+    still verifies, and the events carry over into the Merkle ledger."""
     upgrade(revision="0006")
-    mailing_list = create_list("nyhedsbrev", "Nyhedsbrev", "Ja tak.", default=True)
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO lists (slug, name, description, is_default, created_at)"
+                " VALUES ('nyhedsbrev', 'Nyhedsbrev', '', :yes, :at)"
+            ),
+            {"yes": True, "at": OLD_TIME.replace(tzinfo=None)},
+        )
+        list_id = conn.execute(sa.text("SELECT id FROM lists")).scalar_one()
     token = make_token(Purpose.MANAGE, "k" * 32)
     foreign = secrets.token_urlsafe(20)
     old_pages = {
@@ -318,35 +402,45 @@ def test_migration_0007_removes_stored_links_and_the_chain_still_verifies(
         "suppressed": "http://localhost/admin/subscribers/1",
         "imported": f"https://partner.example/signup?ref={foreign}",
     }
-    # Written as the release of 0006 did, before the intake existed.
-    subscriber = Subscriber(email="old@example.org", email_key="old@example.org")
-    db.session.add(subscriber)
-    for event, page in old_pages.items():
-        append_event(
-            event=event,
-            channel=Channel.MANAGE_PAGE,
-            subscriber=subscriber,
-            evidence=Evidence("192.0.2.0/24", "Browser", page),
-            list_id=mailing_list.id,
+    # Evidence as the release of 0006 stored it: the page as sent, link and all.
+    events: list[dict[str, Any]] = [
+        {
+            "event": event,
+            "channel": Channel.MANAGE_PAGE.value,
+            "list_id": list_id,
+            "ip": "192.0.2.0/24",
+            "user_agent": "Browser",
+            "source_url": page,
+        }
+        for event, page in old_pages.items()
+    ]
+    events.append({"event": ConsentEventType.SUPPRESSED.value, "channel": Channel.SYSTEM.value})
+    write_as_the_0006_release(events)
+    assert old_chain_break() is None
+    with db.engine.connect() as conn:
+        before: dict[int, str] = dict(
+            conn.execute(sa.text("SELECT seq, row_hash FROM consent_events")).all()
         )
-    append_event(
-        event=ConsentEventType.SUPPRESSED,
-        channel=Channel.SYSTEM,
-        subscriber=subscriber,
-        evidence=Evidence(),
-    )
-    db.session.commit()
-    assert seal_and_verify().ok
-    before = {e.seq: e.row_hash for e in db.session.scalars(select(ConsentEvent))}
-    db.session.remove()
+    assert len(before) == len(events)
+    # The frozen check is no formality: an edited link breaks this chain.
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE consent_events SET source_url = 'x' WHERE seq = 5"))
+    assert old_chain_break() == "event #5: its personal fields do not match their digest"
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE consent_events SET source_url = :page WHERE seq = 5"),
+            {"page": old_pages["suppressed"]},
+        )
 
-    upgrade()
+    upgrade(revision="0007")
 
-    rows = db.session.execute(
-        select(
-            ConsentEvent.event, ConsentEvent.email, ConsentEvent.ip, ConsentEvent.source_url
-        ).order_by(ConsentEvent.seq)
-    ).all()
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT event, email, ip, source_url FROM consent_events ORDER BY seq")
+        ).all()
+        after: dict[int, str] = dict(
+            conn.execute(sa.text("SELECT seq, row_hash FROM consent_events")).all()
+        )
     assert [tuple(row) for row in rows] == [
         ("requested", "old@example.org", "192.0.2.0/24", old_pages["requested"]),
         ("confirmed", None, None, None),
@@ -359,7 +453,21 @@ def test_migration_0007_removes_stored_links_and_the_chain_still_verifies(
     text = ledger_text()
     assert_nowhere(token, text)
     assert foreign not in text
-    assert {e.seq: e.row_hash for e in db.session.scalars(select(ConsentEvent))} == before
+    assert after == before
+    assert old_chain_break() is None
+
+    # On to the Merkle ledger: the redacted events are erased ones there.
+    upgrade()
+    committed = db.session.execute(
+        select(ConsentEvent.seq, ConsentEvent.salt, ConsentEvent.personal_commitment).order_by(
+            ConsentEvent.seq
+        )
+    ).all()
+    assert [seq for seq, salt, commitment in committed if salt and commitment] == [1, 5, 7]
+    assert [seq for seq, salt, commitment in committed if not (salt or commitment)] == [2, 3, 4, 6]
+    report = seal_and_verify()
+    assert report.ok, report.problems
+    assert (report.events, report.sealed, report.waiting) == (7, 7, 0)
     result = fresh_app.test_cli_runner().invoke(args=["ledger", "verify"])
     assert result.exit_code == 0, result.output
-    assert "7 events, chain intact" in result.output
+    assert "7 events sealed, 0 waiting" in result.output
