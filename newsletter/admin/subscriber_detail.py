@@ -1,5 +1,6 @@
 """Staff console: one subscriber. Profile, consent timeline, mails sent, proof of
-consent (JSON and printable), manual unsubscribe and erasure."""
+consent (JSON, printable with each event's verification status, and the
+bundle for newsletter-verify), manual unsubscribe and erasure."""
 
 from __future__ import annotations
 
@@ -10,13 +11,21 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
 from ..ledger import evidence_from_request
+from ..ledger.proof import NothingSealed
 from ..models import Channel, Role, SubscriptionStatus, utcnow
 from ..privacy.erasure import UnknownSubscriber, erase_subscriber
 from ..privacy.withdrawal import withdraw_by_staff
-from ..reports.subscriber import SubscriberReport, proof_document, subscriber_report
+from ..reports.subscriber import (
+    SubscriberReport,
+    proof_bundle,
+    proof_document,
+    proof_status,
+    subscriber_report,
+)
 from ..subscriptions.withdrawal import WITHDRAWABLE
 from . import bp
 from .access import client_ip, requires, staff
+from .forms import ConfirmForm
 from .subscriber_forms import ALL_LISTS, EraseForm, UnsubscribeForm
 
 
@@ -51,6 +60,7 @@ def subscriber_detail(subscriber_id: int) -> ResponseReturnValue:
         may_edit=staff().may(Role.EDITOR),
         can_leave=any(s.status in WITHDRAWABLE for s in report.subscriber.subscriptions),
         statuses=SubscriptionStatus,
+        bundle_form=ConfirmForm(),
     )
 
 
@@ -72,7 +82,8 @@ def subscriber_proof_json(subscriber_id: int) -> ResponseReturnValue:
 @bp.route("/subscribers/<id:subscriber_id>/proof")
 @requires(Role.VIEWER)
 def subscriber_proof(subscriber_id: int) -> ResponseReturnValue:
-    """The proof of consent as a printable page."""
+    """The proof of consent as a printable page, with each event's verification
+    status against the latest checkpoint (see ledger.status)."""
     document = proof_document(subscriber_id, actor=staff(), ip=client_ip(), form="print")
     if document is None:
         abort(404)
@@ -80,10 +91,33 @@ def subscriber_proof(subscriber_id: int) -> ResponseReturnValue:
         render_template(
             "admin/subscriber_proof.html",
             proof=document,
+            status=proof_status(document),
             subscriber_id=subscriber_id,
             now=utcnow().strftime("%Y-%m-%d %H:%M"),
+            bundle_form=ConfirmForm(),
         )
     )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.route("/subscribers/<id:subscriber_id>/proof-bundle.json", methods=["POST"])
+@requires(Role.VIEWER)
+def subscriber_proof_bundle(subscriber_id: int) -> ResponseReturnValue:
+    """The consent proof bundle (what `newsletter consent proof --bundle` writes),
+    after sealing what waits. A POST (the blueprint checks its CSRF token): it
+    seals the ledger."""
+    try:
+        bundle = proof_bundle(subscriber_id, actor=staff(), ip=client_ip())
+    except NothingSealed:
+        flash(_("No checkpoint has been signed yet: the bundle cannot be made."), "error")
+        return redirect(url_for("admin.subscriber_proof", subscriber_id=subscriber_id))
+    if bundle is None:
+        abort(404)
+    body = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+    response = Response(body, mimetype="application/json")
+    name = f"consent-proof-bundle-subscriber-{subscriber_id}.json"
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
     response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -1,5 +1,6 @@
 """One subscriber as the console shows them: profile, consent timeline, mails sent,
-and the proof-of-consent document (downloads of it are audited)."""
+the proof-of-consent document and bundle (downloads of both are audited), and
+the verification status of each of their events."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 from sqlalchemy import select
 
 from ..extensions import db
-from ..ledger.proof import consent_proof
+from ..ledger.proof import consent_bundle, consent_proof
+from ..ledger.status import AddressStatus, address_status, seal_for_proof
 from ..models import Campaign, Delivery, DeliveryStatus, StaffUser, Subscriber
 from ..staff import audit
 from ..transaction import transactional
@@ -80,3 +82,30 @@ def proof_document(
         actor, "subscriber.proof", "subscriber", subscriber.id, details={"form": form}, ip=ip
     )
     return document
+
+
+def proof_status(document: dict[str, Any]) -> AddressStatus:
+    """The verification status of each event of a proof document (read only)."""
+    return address_status(document["email"])
+
+
+def proof_bundle(subscriber_id: int, *, actor: StaffUser, ip: str | None) -> dict[str, Any] | None:
+    """The subscriber's consent proof bundle, after sealing what waits, audited
+    like the proof (``form`` ``bundle``). None for an unknown subscriber; raises
+    NothingSealed when no checkpoint could be signed."""
+    seal_for_proof()
+    return _audited_bundle(subscriber_id, actor=actor, ip=ip)
+
+
+@transactional
+def _audited_bundle(
+    subscriber_id: int, *, actor: StaffUser, ip: str | None
+) -> dict[str, Any] | None:
+    subscriber = db.session.get(Subscriber, subscriber_id)
+    if subscriber is None:
+        return None
+    bundle = consent_bundle(subscriber.email)
+    audit.record(
+        actor, "subscriber.proof", "subscriber", subscriber.id, details={"form": "bundle"}, ip=ip
+    )
+    return bundle
