@@ -14,7 +14,8 @@ from flask import current_app
 from sqlalchemy import select
 
 from ..extensions import db
-from ..ledger.proof import consent_proof
+from ..ledger.proof import NothingSealed, consent_bundle, consent_proof
+from ..ledger.status import seal_for_proof
 from ..mail.outbox import enqueue
 from ..models import (
     Campaign,
@@ -41,13 +42,18 @@ FORMAT_VERSION = 1
 
 
 @transactional
-def request_data_export(payload: TokenPayload) -> bool:
+def request_data_export(payload: TokenPayload, *, proof: bool = False) -> bool:
     """Queue a mail with a fresh download link to the subscriber's own address.
 
     The link goes to the mailbox, never into the page: a preference link may
     have been forwarded, and only the mailbox owner should get the data. At
     most one such mail per CONFIRM_RESEND_WINDOW, so a forwarded link cannot
     be used to flood the person's inbox. Returns whether a mail was queued.
+
+    ``proof``: the person asked for the proof of their consent. The link is
+    the same (its page offers the data and the proof bundle); only the mail's
+    words differ. Both kinds share the window: the mail sent a moment ago
+    already leads to both downloads.
     """
     subscriber = subscriber_for(payload)
     window = timedelta(seconds=current_app.config["CONFIRM_RESEND_WINDOW"])
@@ -62,7 +68,10 @@ def request_data_export(payload: TokenPayload) -> bool:
     )
     if recent is not None:
         return False
-    enqueue(OutboxKind.DATA_EXPORT, subscriber)
+    if proof:
+        enqueue(OutboxKind.DATA_EXPORT, subscriber, proof=True)
+    else:
+        enqueue(OutboxKind.DATA_EXPORT, subscriber)
     return True
 
 
@@ -74,8 +83,10 @@ def subscriber_data_export(subscriber_id: int) -> dict[str, Any]:
     events of an earlier, erased registration of the same address are
     included), every mail: campaign deliveries and transactional mail, and
     the signups of the address still waiting in the intake or failed there
-    (``signups_waiting``: what was received, as received). The link key
-    (``token_key``) is left out: it is a credential, not data about the person.
+    (``signups_waiting``: what was received, as received), and the consent
+    proof bundle (``consent_proof``, see :func:`consent_proof_bundle`). The
+    link key (``token_key``) is left out: it is a credential, not data about
+    the person.
     """
     subscriber = db.session.get(Subscriber, subscriber_id)
     if subscriber is None:
@@ -108,7 +119,25 @@ def subscriber_data_export(subscriber_id: int) -> dict[str, Any]:
             "transactional": _outbox(subscriber.id),
         },
         "signups_waiting": intake_of(subscriber.email_key),
+        "consent_proof": consent_proof_bundle(subscriber.email),
     }
+
+
+def consent_proof_bundle(address: str) -> dict[str, Any] | None:
+    """The address's consent proof bundle (``newsletter-verify`` checks it with
+    the public key alone) over the events sealed so far; None before the first
+    seal. Callers seal first (``seal_for_proof``) to include the newest events.
+
+    Its ``created_at`` is left out: the export's ``generated_at`` says when it
+    was made, and an export read twice over the same sealed tree is the same
+    document apart from that one field.
+    """
+    try:
+        bundle = consent_bundle(address)
+    except NothingSealed:
+        return None
+    bundle.pop("created_at", None)
+    return bundle
 
 
 def _heading() -> dict[str, Any]:
@@ -126,15 +155,24 @@ def _heading() -> dict[str, Any]:
     }
 
 
-@transactional
 def audited_intake_export(
+    address: str, *, actor: StaffUser | None, ip: str | None = None
+) -> dict[str, Any] | None:
+    """See :func:`_audited_intake_export`; seals what waits first, so the
+    export's consent proof covers the newest events."""
+    seal_for_proof()
+    return _audited_intake_export(address, actor=actor, ip=ip)
+
+
+@transactional
+def _audited_intake_export(
     address: str, *, actor: StaffUser | None, ip: str | None = None
 ) -> dict[str, Any] | None:
     """The export of an address with no subscriber (its signup not processed
     yet, or failed): the same document, with no profile, subscriptions or mail,
     and its intake rows; the ledger history of an earlier, erased registration
     is included, as for a subscriber. None when no intake row has the address.
-    Audited like :func:`audited_data_export`. Raises InvalidInput for a
+    Audited like :func:`_audited_data_export`. Raises InvalidInput for a
     malformed address.
     """
     email, email_key = normalise_email(address)
@@ -149,11 +187,21 @@ def audited_intake_export(
         "consent_history": consent_proof(email)["events"],
         "mails": {"newsletters": [], "transactional": []},
         "signups_waiting": rows,
+        "consent_proof": consent_proof_bundle(email),
     }
 
 
-@transactional
 def audited_data_export(
+    subscriber_id: int, *, actor: StaffUser | None, ip: str | None = None
+) -> dict[str, Any]:
+    """See :func:`_audited_data_export`; seals what waits first, so the
+    export's consent proof covers the newest events."""
+    seal_for_proof()
+    return _audited_data_export(subscriber_id, actor=actor, ip=ip)
+
+
+@transactional
+def _audited_data_export(
     subscriber_id: int, *, actor: StaffUser | None, ip: str | None = None
 ) -> dict[str, Any]:
     """The data export handed out by staff (``actor`` None: the command line).

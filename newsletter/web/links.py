@@ -107,7 +107,8 @@ def _manage_url(payload: TokenPayload) -> str:
 
 @bp.route("/manage/<token>", methods=["GET", "POST"])
 def manage(token: str) -> ResponseReturnValue:
-    """The preference page: lists, language, unsubscribe from all, a copy of my data."""
+    """The preference page: lists, language, unsubscribe from all, a copy of my
+    data and the proof of my consent (both by a link mailed to the address)."""
     try:
         payload = _read(Purpose.MANAGE, token)
     except InvalidToken:
@@ -119,10 +120,10 @@ def manage(token: str) -> ResponseReturnValue:
     _use_subscriber_language(subscriber)
     form = ManageForm(request.form)
     outcome = None
-    if request.method == "POST" and form.action.data == "export":
+    if request.method == "POST" and form.action.data in ("export", "proof"):
         # The link is mailed to the address, never shown: see request_data_export.
-        request_data_export(payload)
-        return _render_manage(subscriber, form, None, token=token, export_requested=True)
+        request_data_export(payload, proof=form.action.data == "proof")
+        return _render_manage(subscriber, form, None, token=token, requested=form.action.data)
     if request.method == "POST":
         evidence = evidence_from_request(request)
         if form.action.data == "unsubscribe_all":
@@ -151,9 +152,10 @@ def _render_manage(
     *,
     token: str,
     saved: bool = False,
-    export_requested: bool = False,
+    requested: str | None = None,
 ) -> str:
-    """The preference page with each open list's current status and the privacy actions."""
+    """The preference page with each open list's current status and the privacy
+    actions; ``requested``: the link mail just asked for (``export`` or ``proof``)."""
     statuses = {s.list_id: s.status for s in subscriber.subscriptions}
     rows = [(m, statuses.get(m.id)) for m in open_lists()]
     return render_template(
@@ -163,7 +165,7 @@ def _render_manage(
         form=form,
         outcome=outcome,
         saved=saved,
-        export_requested=export_requested,
+        requested=requested,
         erase_url=url_for("privacy.erase", token=token),
         Status=SubscriptionStatus,
         languages=current_app.config["LANGUAGES"],

@@ -1,4 +1,5 @@
-"""Data protection pages: the privacy policy, the data-copy download, "Erase me".
+"""Data protection pages: the privacy policy, the data-copy and consent-proof
+downloads, "Erase me".
 
 Like every public page these set no cookie. The download and erasure pages
 follow the links' rule: GET shows a page with one button and changes or hands
@@ -9,11 +10,16 @@ from __future__ import annotations
 
 import json
 from contextlib import suppress
+from typing import Any
 
 from flask import Blueprint, Response, current_app, g, render_template, request
 from flask.typing import ResponseReturnValue
+from flask_babel import gettext as _
+from werkzeug.exceptions import ServiceUnavailable
 
 from ..ledger import evidence_from_request
+from ..ledger.proof import NothingSealed, consent_bundle
+from ..ledger.status import seal_for_proof
 from ..models import Channel, PolicyVersion, Subscriber
 from ..privacy import policy
 from ..privacy.data_export import request_data_export, subscriber_data_export
@@ -74,8 +80,10 @@ def _language_of(payload: TokenPayload) -> Subscriber | None:
 
 @bp.route("/data/<token>", methods=["GET", "POST"])
 def data_export(token: str) -> ResponseReturnValue:
-    """A page with a download button (GET); the JSON file (POST).
+    """A page with two download buttons (GET); a JSON file (POST): the copy of
+    the person's data, or with ``download=proof`` the consent proof bundle.
 
+    Both are made after sealing what waits, so they include the newest events.
     An expired link offers a fresh one by mail (POST with ``resend``).
     """
     max_age = int(current_app.config["DATA_EXPORT_MAX_AGE"])
@@ -90,12 +98,31 @@ def data_export(token: str) -> ResponseReturnValue:
         return render_template("public/link_gone.html"), 404
     if request.method == "GET":
         return render_template("public/data_export.html", state="ready")
+    seal_for_proof()
+    if request.form.get("download") == "proof":
+        return _consent_proof(subscriber.email)
     document = subscriber_data_export(subscriber.id)
-    day = document["generated_at"][:10]
+    return _attachment(document, f"my-data-{document['generated_at'][:10]}.json")
+
+
+def _consent_proof(address: str) -> ResponseReturnValue:
+    """The consent proof bundle as a file (503 when nothing could be sealed yet)."""
+    try:
+        bundle = consent_bundle(address)
+    except NothingSealed:
+        error = ServiceUnavailable(
+            _("The proof cannot be made just now. Please try again in a moment.")
+        )
+        return render_template("public/error.html", error=error), 503
+    return _attachment(bundle, f"consent-proof-{bundle['created_at'][:10]}.json")
+
+
+def _attachment(document: dict[str, Any], filename: str) -> Response:
+    """A JSON document as a download."""
     return Response(
         json.dumps(document, indent=2, ensure_ascii=False) + "\n",
         mimetype="application/json",
-        headers={"Content-Disposition": f'attachment; filename="my-data-{day}.json"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
