@@ -107,11 +107,20 @@ def consent_bundle(address: str) -> dict[str, Any]:
     if checkpoint is None:
         raise NothingSealed
     texts = Texts.load()
-    rows = db.session.execute(
-        select(*LEAF_COLUMNS, *(getattr(ConsentEvent, name) for name in PERSONAL_FIELDS))
-        .where(ConsentEvent.email_digest.in_(digests), ConsentEvent.seq <= checkpoint.size)
-        .order_by(ConsentEvent.occurred_at, ConsentEvent.seq)
-    ).mappings()
+    rows = (
+        db.session.execute(
+            select(*LEAF_COLUMNS, *(getattr(ConsentEvent, name) for name in PERSONAL_FIELDS))
+            .where(ConsentEvent.email_digest.in_(digests), ConsentEvent.seq <= checkpoint.size)
+            .order_by(ConsentEvent.occurred_at, ConsentEvent.seq)
+        )
+        .mappings()
+        .all()
+    )
+    # Events written before SECRET_KEY was rotated (no LEDGER_KEY) carry the
+    # pseudonym under the old key: the subject names the one its events carry.
+    # (Events under two keys cannot share one subject digest in this format.)
+    carried = {row["email_digest"] for row in rows}
+    subject_digest = next((digest for digest in digests if digest in carried), digests[0])
     events, text_ids, policy_ids = [], set(), set()
     for row in rows:
         text_ids.add(row["consent_text_id"])
@@ -132,7 +141,7 @@ def consent_bundle(address: str) -> dict[str, Any]:
         "format": BUNDLE_FORMAT,
         "created_at": timestamp(utcnow()),
         "checkpoint": checkpoint.note,
-        "subject": {"email": email, "email_digest": digests[0]},
+        "subject": {"email": email, "email_digest": subject_digest},
         "events": events,
         "consent_texts": _consent_texts(text_ids - {None}, texts),
         "policies": _policies(policy_ids - {None}, texts),
