@@ -8,8 +8,11 @@ error. Warnings are things that work but are unwise in production.
 
 from __future__ import annotations
 
+import math
+import os
 import smtplib
 import ssl
+import stat
 from dataclasses import dataclass
 from email.utils import parseaddr
 from pathlib import Path
@@ -22,6 +25,8 @@ from alembic.script import ScriptDirectory
 from flask import Config
 
 from ..config import DEFAULTS, MIN_SECRET_LENGTH, WEAK_SECRETS, normalise_database_url
+from ..ledger.lag import LAG_FACTOR, SEAL_STATE, SealState, seal_interval
+from ..ledger.signing import Signer
 from ..subscriptions.intake import QUEUE_STATE, QueueState
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
@@ -153,12 +158,81 @@ def _dkim(config: Config) -> list[Finding]:
 
 def _ledger(config: Config) -> list[Finding]:
     if config.get("LEDGER_KEY"):
-        return [Finding("ok", "LEDGER_KEY", "set")]
-    return [
-        Finding(
-            "warning", "LEDGER_KEY", "derived from SECRET_KEY; set it once, before the first signup"
+        findings = [Finding("ok", "LEDGER_KEY", "set")]
+    else:
+        message = "derived from SECRET_KEY; set it once, before the first signup"
+        findings = [Finding("warning", "LEDGER_KEY", message)]
+    findings += [_signing_key(config), _checkpoint_log(config), *_seal_interval(config)]
+    return findings
+
+
+def _signing_key(config: Config) -> Finding:
+    """The checkpoint signing key: set, a regular file, private, a signer key."""
+    name = "LEDGER_SIGNING_KEY_FILE"
+    configured = str(config.get(name) or "")
+    if not configured:
+        return Finding(
+            "error",
+            name,
+            "not set: checkpoints would be signed by a key generated into the instance "
+            "folder, which a new host or a restore loses; make one with "
+            "`newsletter ledger keygen PATH` and keep a copy offline",
         )
-    ]
+    path = Path(configured)
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            return Finding("error", name, f"{path} is not a file")
+        if mode & 0o077:
+            return Finding(
+                "error",
+                name,
+                f"{path} is open to group or others (mode {stat.filemode(mode)}): chmod 600 {path}",
+            )
+        signer = Signer.from_text(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Finding("error", name, f"{path} does not exist")
+    except OSError as exc:
+        return Finding("error", name, f"{path} cannot be read: {exc.strerror or exc}")
+    except ValueError as exc:  # includes UnicodeDecodeError
+        reason = str(exc) if str(exc).startswith("signer key") else "not text"
+        return Finding("error", name, f"{path} is not a signer key ({reason})")
+    return Finding("ok", name, f"{path}: key {signer.name}+{signer.key_hash.hex()}")
+
+
+def _checkpoint_log(config: Config) -> Finding:
+    """The checkpoint log file: set and writable (a witness outside the database)."""
+    name = "LEDGER_CHECKPOINT_LOG"
+    configured = str(config.get(name) or "")
+    if not configured:
+        return Finding(
+            "warning",
+            name,
+            "not set: the checkpoints have no witness outside the database; name a file "
+            "on another disk",
+        )
+    path = Path(configured)
+    if path.exists():
+        writable = path.is_file() and os.access(path, os.W_OK)
+    else:
+        writable = path.parent.is_dir() and os.access(path.parent, os.W_OK | os.X_OK)
+    if not writable:
+        return Finding(
+            "warning",
+            name,
+            f"{path} cannot be written by this user: checkpoints wait in the database until it can",
+        )
+    return Finding("ok", name, f"{path}, every checkpoint is appended")
+
+
+def _seal_interval(config: Config) -> list[Finding]:
+    try:
+        seal_interval(config)
+    except ValueError as exc:
+        return [
+            Finding("error", "LEDGER_SEAL_INTERVAL", str(exc).removeprefix("LEDGER_SEAL_INTERVAL "))
+        ]
+    return []
 
 
 def _rate_limits(config: Config) -> list[Finding]:
@@ -213,7 +287,7 @@ def _database(config: Config) -> list[Finding]:
     try:
         with engine.connect() as conn:
             current = MigrationContext.configure(conn).get_current_revision()
-            intake = _intake(conn, config) if current == head else []
+            intake = [*_intake(conn, config), _sealing(conn, config)] if current == head else []
     except sa.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0]
         return [*findings, Finding("error", "DATABASE_URL", f"cannot connect: {reason}")]
@@ -248,6 +322,44 @@ def _intake(conn: sa.Connection, config: Config) -> list[Finding]:
         )
         findings.append(Finding("warning", "signup intake", message))
     return findings or [Finding("ok", "signup intake", f"{count} signup(s) waiting, none failed")]
+
+
+def _sealing(conn: sa.Connection, config: Config) -> Finding:
+    """Is the worker sealing? The rule of ledger/lag.py: a warning when the
+    oldest waiting event can have waited over LAG_FACTOR x LEDGER_SEAL_INTERVAL,
+    its wait bounded by the latest checkpoint's signing time and its own
+    occurred_at (no column records when an event was appended)."""
+    state = SealState.of(conn.execute(SEAL_STATE).one())
+    try:
+        interval = seal_interval(config)
+    except ValueError:
+        interval = float(DEFAULTS["LEDGER_SEAL_INTERVAL"])
+    name = "ledger sealing"
+    if state.lagging(interval):
+        waited = state.waited() or 0.0
+        since = (
+            "its events are missing: run `newsletter ledger verify`"
+            if math.isinf(waited)
+            else f"the oldest for up to {_duration(waited)}"
+        )
+        latest = (
+            "no checkpoint signed yet"
+            if state.signed_at is None
+            else f"the latest checkpoint was signed {_duration(state.age() or 0)} ago"
+        )
+        message = (
+            f"{state.waiting} event(s) wait to be sealed, {since} ({latest}; the limit is "
+            f"{LAG_FACTOR} x LEDGER_SEAL_INTERVAL = {LAG_FACTOR * interval:g} s): "
+            "is a worker running?"
+        )
+        return Finding("warning", name, message)
+    if state.signed_at is None:
+        return Finding("ok", name, f"no checkpoint yet, {state.waiting} event(s) waiting")
+    message = (
+        f"{state.size} event(s) sealed, the latest checkpoint signed "
+        f"{_duration(state.age() or 0)} ago, {state.waiting} waiting"
+    )
+    return Finding("ok", name, message)
 
 
 def _duration(seconds: float) -> str:
