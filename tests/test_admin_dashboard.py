@@ -9,12 +9,15 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from flask import Flask
+from sqlalchemy import update
 
 from newsletter.campaigns.service import create_campaign, start_campaign
 from newsletter.extensions import db
 from newsletter.ledger import Evidence, append_event
 from newsletter.models import (
     Channel,
+    ConsentEvent,
+    LedgerCheckpoint,
     MailingList,
     Role,
     Subscriber,
@@ -208,3 +211,59 @@ def test_dashboard_page_shows_counts_chart_table_rate_and_campaign(
     assert "0 of 3 handled" in page
     assert "style=" not in page
     assert "<script" not in page
+
+
+# --- the consent ledger: the latest checkpoint, and a warning when sealing lags ---------
+
+
+def ledger_section(page: str) -> str:
+    """The dashboard's ledger section."""
+    start = page.index('<section aria-labelledby="ledger-heading">')
+    return page[start : page.index("</section>", start)]
+
+
+def test_dashboard_shows_the_latest_checkpoint_and_warns_when_sealing_lags(
+    monkeypatch: pytest.MonkeyPatch,
+    history,
+    staff_client: Callable[..., StaffClient],
+) -> None:
+    client = staff_client(Role.VIEWER)
+    section = ledger_section(client.get("/admin/").get_data(as_text=True))
+    assert "No checkpoint has been signed yet (0 events waiting)." in section
+    assert "Sealing lags" not in section
+
+    history([(0, "requested"), (0, "confirmed")])  # two events, occurred today at noon
+    now = at(0, hour=12) + timedelta(minutes=30)
+    monkeypatch.setattr("newsletter.ledger.lag.utcnow", lambda: now)
+    section = ledger_section(client.get("/admin/").get_data(as_text=True))
+    assert "No checkpoint has been signed yet (2 events waiting)." in section
+    assert "Sealing lags: an event has waited more than 30 seconds" in section
+
+    seal_and_verify()
+    signed = now - timedelta(minutes=5)
+    db.session.execute(update(LedgerCheckpoint).values(signed_at=signed))
+    db.session.commit()
+    section = ledger_section(client.get("/admin/").get_data(as_text=True))
+    assert "<dt>Events under the latest checkpoint</dt><dd>2</dd>" in section
+    assert f"<dd>{signed.strftime('%Y-%m-%d %H:%M:%S')} UTC</dd>" in section
+    assert "<dt>Age</dt><dd>5 minutes</dd>" in section
+    assert "<dt>Waiting to be sealed</dt><dd>0</dd>" in section
+    assert "Sealing lags" not in section
+
+    # A fresh event after a quiet spell is no lag; one waiting longer than
+    # three intervals since the checkpoint is.
+    history([(0, "withdrawn")])  # (it undoes every monkeypatch)
+    monkeypatch.setattr("newsletter.ledger.lag.utcnow", lambda: now)
+    db.session.execute(update(ConsentEvent).where(ConsentEvent.seq == 3).values(occurred_at=now))
+    db.session.commit()
+    section = ledger_section(client.get("/admin/").get_data(as_text=True))
+    assert "<dt>Waiting to be sealed</dt><dd>1</dd>" in section
+    assert "Sealing lags" not in section
+    db.session.execute(
+        update(ConsentEvent)
+        .where(ConsentEvent.seq == 3)
+        .values(occurred_at=now - timedelta(seconds=31))
+    )
+    db.session.commit()
+    section = ledger_section(client.get("/admin/").get_data(as_text=True))
+    assert "Sealing lags: an event has waited more than 30 seconds" in section

@@ -1,5 +1,5 @@
 """The console's start page: subscribers, ledger activity, the signup intake,
-campaigns in progress."""
+the ledger's latest checkpoint, campaigns in progress."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 from flask_babel import ngettext
 
+from ..config import DEFAULTS
+from ..ledger.lag import LAG_FACTOR, seal_interval, seal_state
 from ..models import ConsentEventType, Role, SubscriptionStatus
 from ..reports.chart import Series, line_chart
 from ..reports.dashboard import WINDOW_DAYS
@@ -49,11 +51,29 @@ def _intake() -> dict[str, object]:
     }
 
 
+def _sealing() -> dict[str, object]:
+    """The ledger for the page: the latest checkpoint (size, time, age), the
+    events waiting, and whether sealing lags (the rule of ledger/lag.py)."""
+    state = seal_state()
+    try:
+        interval = seal_interval(current_app.config)
+    except ValueError:  # `newsletter check` names the setting
+        interval = float(DEFAULTS["LEDGER_SEAL_INTERVAL"])
+    age = state.age()
+    return {
+        "state": state,
+        "age": _age(age) if age is not None else None,
+        "lagging": state.lagging(interval),
+        "limit": _age(LAG_FACTOR * interval),
+    }
+
+
 @bp.route("/")
 @requires(Role.VIEWER)
 def dashboard() -> ResponseReturnValue:
     """Subscribers per list and status, activity over 90 days, the signups
-    waiting for a worker (and failed ones), campaign progress."""
+    waiting for a worker (and failed ones), the ledger's latest checkpoint,
+    campaign progress."""
     figures = collect()
     activity = figures.activity
     labels = _series_labels()
@@ -81,6 +101,7 @@ def dashboard() -> ResponseReturnValue:
         statuses=list(SubscriptionStatus),
         window=WINDOW_DAYS,
         intake=_intake(),
+        sealing=_sealing(),
         # The campaign pages are another feature's; link to them when they exist.
         campaign_link=(
             "admin.campaign_detail"
