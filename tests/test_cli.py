@@ -47,36 +47,42 @@ def tamper(sql: str, **params: object) -> None:
 # -- newsletter ledger verify -----------------------------------------------------------------
 
 
-def test_ledger_verify_reports_an_intact_chain(
+def test_ledger_verify_reports_a_sound_ledger(
     runner: FlaskCliRunner,
     default_list: MailingList,
     subscribed: Callable[..., EmailMessage],
+    client: Any,
 ) -> None:
     subscribed("one@example.org")
-    subscribed("two@example.org")
+    welcome = subscribed("two@example.org")
+    assert client.post(link_path(welcome, "unsubscribe")).status_code == 200
+    db.session.commit()
     result = runner.invoke(args=["ledger", "verify"])
     assert result.exit_code == 0, result.output
-    assert "chain intact" in result.stdout
-    assert "4 events" in result.stdout
+    # The worker sealed the four events of the signups; the withdrawal waits.
+    assert "ledger: 4 events sealed, 1 waiting; every event (5) and" in result.stdout
     assert "BROKEN" not in result.output
-    last = db.session.scalars(select(ConsentEvent).order_by(ConsentEvent.seq.desc())).first()
-    assert last is not None
-    assert f"head: #4 {last.row_hash}" in result.stdout
+    assert runner.invoke(args=["ledger", "seal"]).exit_code == 0
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 0, result.output
+    assert "ledger: 5 events sealed, 0 waiting" in result.stdout
 
 
 def test_ledger_verify_on_an_empty_ledger(runner: FlaskCliRunner) -> None:
     result = runner.invoke(args=["ledger", "verify"])
     assert result.exit_code == 0, result.output
-    assert "ledger: 0 events, chain intact" in result.stdout
+    assert "ledger: 0 events sealed, 0 waiting; every event (0)" in result.stdout
 
 
 @pytest.mark.parametrize(
     ("sql", "broken"),
     [
-        ("UPDATE consent_events SET channel = 'staff' WHERE seq = 2", "event #2: content"),
+        ("UPDATE consent_events SET channel = 'staff' WHERE seq = 2", "event #2: does not match"),
         ("UPDATE consent_events SET email = 'x@example.org' WHERE seq = 1", "event #1: personal"),
-        ("DELETE FROM consent_events WHERE seq = 2", "event #3: expected event #2 here"),
-        ("DELETE FROM consent_events WHERE seq = 4", "event #4: the ledger head"),
+        ("DELETE FROM consent_events WHERE seq = 2", "event #2: missing"),
+        ("DELETE FROM consent_events WHERE seq = 4", "event #4: missing"),
+        ("UPDATE consent_texts SET text = 'Ja tak til alt.'", "texts: consent text #"),
+        ("DELETE FROM ledger_checkpoints", "tree: no valid signed checkpoint of the sealed size 4"),
     ],
 )
 def test_ledger_verify_fails_and_names_the_broken_event(
@@ -93,8 +99,19 @@ def test_ledger_verify_fails_and_names_the_broken_event(
     result = runner.invoke(args=["ledger", "verify"])
     assert result.exit_code == 1
     assert f"BROKEN {broken}" in result.stderr
-    assert "problem(s) in" in result.stderr
-    assert "chain intact" not in result.output
+    assert "problem(s)" in result.stderr
+    assert "verified" not in result.output
+
+
+def test_ledger_verify_since_an_unreadable_file_is_a_usage_error(
+    runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "not-a-checkpoint.txt"
+    path.write_text("hello\n", encoding="utf-8")
+    result = runner.invoke(args=["ledger", "verify", "--since", str(path)])
+    assert result.exit_code == 2
+    assert "Invalid value for --since" in result.output
+    assert "Traceback" not in result.output
 
 
 # -- newsletter consent proof EMAIL ---------------------------------------------------------------
@@ -139,7 +156,7 @@ def test_consent_proof_prints_the_evidence_as_json(
     stored = db.session.scalars(
         select(ConsentEvent).where(ConsentEvent.email == "Proof@example.org")
     ).all()
-    assert {e["row_hash"] for e in events} == {e.row_hash for e in stored}
+    assert {e["seq"] for e in events} == {e.seq for e in stored}
     for event in events:
         assert event["list"] == "nyhedsbrev"
         assert event["consent_text"] == {"version": 1, "text": DEFAULT_CONSENT_TEXT}
@@ -399,4 +416,4 @@ def test_console_script_upgrade_ensure_default_and_verify(tmp_path: Path) -> Non
     assert "created default list nyhedsbrev" in ensure.stdout
     verify = console(tmp_path, "ledger", "verify")
     assert verify.returncode == 0, verify.stderr
-    assert "ledger: 0 events, chain intact" in verify.stdout
+    assert "ledger: 0 events sealed, 0 waiting; every event (0)" in verify.stdout

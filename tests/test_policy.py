@@ -7,6 +7,7 @@ imported as it is.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -15,11 +16,12 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
-from newsletter.ledger.chain import row_hash
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
+from newsletter.ledger.leaf import LEAF_COLUMNS, Texts, leaf_document
+from newsletter.ledger.verify import verify_ledger
 from newsletter.models import ConsentEvent, MailingList, PolicyVersion, utcnow
 from newsletter.privacy.policy import PolicyError, import_policy, parse_policy, policy_in_force
 
@@ -196,11 +198,13 @@ def test_every_consent_event_references_the_policy_in_force(
     assert seal_and_verify().ok
 
 
-def test_the_row_hash_covers_the_policy_reference_and_old_rows_still_verify(
+def test_the_leaf_binds_the_policy_in_force_and_its_text(
     app: Flask, default_list: MailingList, post_form: Callable[..., TestResponse]
 ) -> None:
-    # An event from before policy versions existed has no reference, and its
-    # hash (computed without the field) still verifies.
+    """An event from before any policy was imported names none; a later one
+    names the version in force and the SHA-256 of its text. Pointing an event
+    at another version, removing or adding the reference, or editing the
+    policy's text afterwards is caught, and the event is named."""
     assert post_form("/subscribe", {"email": "old@example.org"}).status_code == 200
     first = import_policy(policy_file("One.", effective="2020-01-01")).version
     second = import_policy(policy_file("Two.", effective="2021-01-01")).version
@@ -210,33 +214,41 @@ def test_the_row_hash_covers_the_policy_reference_and_old_rows_still_verify(
     assert old_event.policy_version_id is None
     assert new_event.policy_version_id == second.id
     assert seal_and_verify().ok
+    rows = db.session.execute(select(*LEAF_COLUMNS).order_by(ConsentEvent.seq)).mappings()
+    old_leaf, new_leaf = (leaf_document(row, Texts.load()) for row in rows)
+    assert (old_leaf["policy_version"], old_leaf["policy_sha256"]) == (None, None)
+    assert new_leaf["policy_version"] == second.version
+    assert new_leaf["policy_sha256"] == hashlib.sha256(b"Two.\n").hexdigest()
 
-    # Pointing the event at another version, or removing the reference, is caught.
-    for value in (first.id, None):
+    def point(event: ConsentEvent, version_id: int | None) -> list[str]:
         db.session.execute(
             update(ConsentEvent)
-            .where(ConsentEvent.id == new_event.id)
-            .values(policy_version_id=value)
+            .where(ConsentEvent.id == event.id)
+            .values(policy_version_id=version_id)
         )
         db.session.commit()
-        report = seal_and_verify()
-        assert [p.reason for p in report.problems] == ["content does not match its hash"]
-    # Claiming a reference for the old event is caught too.
+        return [str(p) for p in verify_ledger().problems]
+
+    broken = "does not match its sealed leaf"
+    for event, value, was in (
+        (new_event, first.id, second.id),
+        (new_event, None, second.id),
+        (old_event, first.id, None),
+    ):
+        problems = point(event, value)
+        assert len(problems) == 1
+        assert problems[0].startswith(f"event #{event.seq}: {broken}")
+        point(event, was)
+    assert verify_ledger().ok
+
+    # The policy's text edited in place: the text and every event it was shown with.
     db.session.execute(
-        update(ConsentEvent)
-        .where(ConsentEvent.id == new_event.id)
-        .values(policy_version_id=second.id)
-    )
-    db.session.execute(
-        update(ConsentEvent)
-        .where(ConsentEvent.id == old_event.id)
-        .values(policy_version_id=first.id)
+        update(PolicyVersion).where(PolicyVersion.id == second.id).values(body_markdown="Three.\n")
     )
     db.session.commit()
-    assert [p.seq for p in seal_and_verify().problems] == [old_event.seq]
-    stored = db.session.get(ConsentEvent, old_event.id)
-    assert stored is not None
-    assert row_hash(stored) != stored.row_hash
+    problems = [str(p) for p in verify_ledger().problems]
+    assert problems[0] == "texts: privacy policy version 2 was edited after it was imported"
+    assert [p.split(":")[0] for p in problems[1:]] == [f"event #{new_event.seq}"]
 
 
 def test_signup_form_and_api_link_to_the_policy(
