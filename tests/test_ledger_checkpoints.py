@@ -217,3 +217,16 @@ def test_incremental_verify_after_a_failed_run_starts_where_the_last_good_one_di
     sign_up_more("erin@example.org")
     report = verify_ledger(incremental=True)
     assert (report.start, places(report)) == (9, {"event #10"})
+
+
+def test_a_log_emptied_down_to_its_tree_row_fails_since_a_saved_checkpoint(
+    history: History, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    saved = save(tmp_path / "checkpoint.txt", runner.invoke(args=["ledger", "seal"]).stdout)
+    for table in ("consent_events", "ledger_nodes", "ledger_checkpoints", "ledger_tree"):
+        execute(f"DELETE FROM {table}")  # noqa: S608 - fixed table names
+    execute("UPDATE ledger_head SET seq = 0")
+    assert verify_cli(runner)[0] == 0
+    code, output = verify_cli(runner, "--since", str(saved))
+    assert code == 1
+    assert "BROKEN checkpoint file (size 9): the log now holds only 0 sealed events" in output

@@ -120,8 +120,10 @@ def test_the_checkpoint_log_gets_every_checkpoint_once_in_order(
 @pytest.mark.skipif(BACKEND != "postgresql", reason="real concurrent transactions")
 @pytest.mark.parametrize("first", [True, False], ids=["first seal", "later seal"])
 def test_concurrent_seals_make_one_consistent_tree(
-    app: Flask, default_list: MailingList, first: bool
+    app: Flask, default_list: MailingList, first: bool, tmp_path: Path
 ) -> None:
+    log = tmp_path / "checkpoints.log"
+    app.config["LEDGER_CHECKPOINT_LOG"] = str(log)
     if not first:
         sign_up("early@example.org")
         seal_waiting()
@@ -155,6 +157,8 @@ def test_concurrent_seals_make_one_consistent_tree(
     report = verify_ledger()
     assert report.ok, report.problems
     assert report.sealed == total
+    logged = [parse_checkpoint(n.body).size for n in parse_notes(log.read_text())]
+    assert logged == checkpoints()
 
 
 def test_seal_refuses_to_extend_a_tree_whose_edge_was_changed(

@@ -14,7 +14,14 @@ from typing import Any
 
 from sqlalchemy import and_, select, update
 
-from newsletter_verify import Note, parse_checkpoint, parse_note, parse_vkey, verify_note
+from newsletter_verify import (
+    EMPTY_ROOT,
+    Note,
+    parse_checkpoint,
+    parse_note,
+    parse_vkey,
+    verify_note,
+)
 from newsletter_verify import leaf_hash as hash_leaf
 
 from ..database import allow_long_statements
@@ -99,9 +106,8 @@ def verify_ledger(incremental: bool = False, since: Sequence[Note] = ()) -> Ledg
         report.problems.append(
             Problem(f"checkpoint {min(walk.roots)}", "names events that are missing")
         )
-    if tree is not None:
-        for note in since:
-            report.problems += _check_since(note, tree)
+    for note in since:  # with no tree row at all, today's log is the empty tree
+        report.problems += _check_since(note, tree)
     db.session.rollback()
     if report.ok and tree is not None:
         with unit_of_work():
@@ -278,23 +284,25 @@ def _check_event(row: Mapping[Any, Any]) -> list[Problem]:
     return found
 
 
-def _check_since(note: Note, tree: LedgerTree) -> list[Problem]:
+def _check_since(note: Note, tree: LedgerTree | None) -> list[Problem]:
     """A checkpoint kept elsewhere: signed by one of our keys, for this log,
     and extended by today's tree (a consistency proof from the stored nodes)."""
     where = "checkpoint file"
     verifiers = [parse_vkey(vkey) for vkey in db.session.scalars(select(LedgerKey.vkey))]
     if not any(verify_note(note, verifier) for verifier in verifiers):
         return [Problem(where, "not signed by any key of this ledger")]
-    body = parse_checkpoint(note.body)
-    if body.origin != tree.origin:
+    try:
+        body = parse_checkpoint(note.body)
+    except ValueError as exc:
+        return [Problem(where, f"not a checkpoint: {exc}")]
+    if tree is not None and body.origin != tree.origin:
         return [Problem(where, f"is for another log ({body.origin})")]
+    size, root = (tree.size, bytes.fromhex(tree.root_hash)) if tree else (0, EMPTY_ROOT)
     where = f"checkpoint file (size {body.size})"
-    if body.size > tree.size:
+    if body.size > size:
         return [
-            Problem(
-                where, f"the log now holds only {tree.size} sealed events: its tail was removed"
-            )
+            Problem(where, f"the log now holds only {size} sealed events: its tail was removed")
         ]
-    if not prove_consistency(body.size, body.root, tree.size, bytes.fromhex(tree.root_hash)):
+    if not prove_consistency(body.size, body.root, size, root):
         return [Problem(where, "today's tree does not extend it: the log's history was rewritten")]
     return []
