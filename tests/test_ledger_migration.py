@@ -26,7 +26,6 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -60,7 +59,7 @@ ORIGIN = "news.example.dk/consent-ledger"  # the fixture's BASE_URL host
 GENESIS = "0" * 64
 
 
-def frozen_chain() -> ModuleType:
+def frozen_chain() -> Any:
     """migrations/versions/0011_merkle_ledger.py, loaded from its path (the old
     chain's hashing is frozen there)."""
     spec = importlib.util.spec_from_file_location("migration_0011", MIGRATION_0011)
@@ -429,6 +428,17 @@ BREAKS = {
         ],
         "the ledger head names event #86, which is missing or changed",
     ),
+    "event before the first": (
+        [
+            "INSERT INTO consent_events (seq, occurred_at, event, channel, subscriber_id,"
+            " list_id, consent_text_id, email_digest, email, ip, user_agent, source_url, details,"
+            " personal_digest, prev_hash, row_hash, policy_version_id)"
+            " SELECT 0, occurred_at, event, channel, subscriber_id, list_id, consent_text_id,"
+            " email_digest, email, ip, user_agent, source_url, details, personal_digest,"
+            " prev_hash, row_hash, policy_version_id FROM consent_events WHERE seq = 1"
+        ],
+        "event #0 is out of place (event #1 comes first)",
+    ),
     "deleted head": (
         ["DELETE FROM ledger_head"],
         "the ledger head is missing, though the chain ends at event #87",
@@ -566,3 +576,45 @@ def test_downgrade_rebuilds_a_chain_the_old_verification_accepts(
     assert [e["seq"] for e in stored_events()] == list(range(1, EVENTS + 2))
     cli(old_app, "ledger", "seal")
     assert f"{EVENTS + 1} events sealed, 0 waiting" in cli(old_app, "ledger", "verify")
+
+
+CHAIN_HASHES = sa.text("SELECT seq, row_hash FROM consent_events ORDER BY seq")
+
+
+def test_the_migration_walks_the_events_in_batches(old_app: Flask, old_url: str) -> None:
+    """The verification, the commitments and the rebuilt chain read and write
+    ``BATCH`` events at a time; with batches of 10 the 87 events take nine."""
+    chain = frozen_chain()
+    chain.BATCH = 10
+    with db.engine.connect() as conn:
+        assert chain._first_break(conn) is None
+    execute(old_url, "UPDATE consent_events SET channel = 'form' WHERE seq = 40")
+    with db.engine.connect() as conn:
+        assert chain._first_break(conn) == "event #40: its content does not match its hash"
+    execute(old_url, "UPDATE consent_events SET channel = 'api' WHERE seq = 40")
+
+    upgrade()
+    execute(old_url, "UPDATE consent_events SET salt = NULL, personal_commitment = NULL")
+    with db.engine.begin() as conn:
+        chain._commit_personal_fields(conn)
+    committed = {e["seq"]: e for e in stored_events()}
+    assert {seq for seq, e in committed.items() if e["salt"] is None} == ERASED
+    for seq, event in committed.items():
+        if seq not in ERASED:
+            personal = {name: event[name] for name in PERSONAL}
+            assert event["personal_commitment"] == commitment(event["salt"], personal), seq
+
+    downgrade(revision="0010")
+    with db.engine.connect() as conn:
+        written = conn.execute(CHAIN_HASHES).all()
+    execute(
+        old_url,
+        "UPDATE consent_events SET personal_digest = '', prev_hash = '', row_hash = ''",
+        "UPDATE ledger_head SET row_hash = ''",
+    )
+    with db.engine.begin() as conn:
+        last = chain._rebuild_chain(conn)
+    with db.engine.connect() as conn:
+        assert conn.execute(CHAIN_HASHES).all() == written
+        assert old_chain_problems(conn) == []
+    assert last == max(written)[1]

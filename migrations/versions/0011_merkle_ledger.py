@@ -22,7 +22,8 @@ head, before any schema change, so the database is left as it was. Then:
 Stop the workers and web processes of the previous release first: they
 write chain columns this migration drops (docs/deploy.md). On a large
 ledger the commitment step takes time: one UPDATE per event with personal
-fields, sent in batches of 5000.
+fields. Events are read and written ``BATCH`` at a time, so memory stays
+flat.
 
 Downgrade rebuilds the chain from the rows under the current ledger key
 (erased events get the digest of their empty fields), so that the old
@@ -52,6 +53,7 @@ depends_on = None
 
 PERSONAL = ("email", "ip", "user_agent", "source_url")
 GENESIS = "0" * 64
+BATCH = 5000  # event rows read and updated at a time
 
 events = sa.table(
     "consent_events",
@@ -123,9 +125,23 @@ def _row_hash(row, key, personal_digest=None, prev_hash=None):
     return _digest(key, "row:" + _canonical(content))
 
 
-def _stream(bind, *columns):
-    query = sa.select(*columns).order_by(events.c.seq).execution_options(yield_per=5000)
-    return bind.execute(query).mappings()
+def _batches(bind, *columns, where=None):
+    """Event rows (``columns`` include ``seq``) in ``seq`` order, ``BATCH`` at a
+    time: a keyset walk, so memory stays flat and no cursor stays open while
+    the rows are updated. Every row, whatever its ``seq`` (none is skipped
+    for being below 1)."""
+    last = None
+    while True:
+        query = sa.select(*columns)
+        if last is not None:
+            query = query.where(events.c.seq > last)
+        if where is not None:
+            query = query.where(where)
+        rows = bind.execute(query.order_by(events.c.seq).limit(BATCH)).mappings().all()
+        if not rows:
+            return
+        yield rows
+        last = rows[-1]["seq"]
 
 
 def _first_break(bind):
@@ -133,28 +149,26 @@ def _first_break(bind):
     keys = _keys()
     email_keys = dict(bind.execute(sa.text("SELECT id, email_key FROM subscribers")).all())
     expected_prev, expected_seq = GENESIS, 1
-    rows = _stream(bind, *CHAIN_COLUMNS)
-    try:  # a break leaves the rest of the stream unread: close its cursor
-        for row in rows:
-            where = f"event #{row['seq']}"
-            if row["seq"] != expected_seq:
-                return f"event #{expected_seq} is missing"
-            if row["prev_hash"] != expected_prev:
-                return f"{where} does not follow the event before it"
-            if row["row_hash"] not in {_row_hash(row, key) for key in keys}:
-                return f"{where}: its content does not match its hash"
-            if any(row[name] is not None for name in PERSONAL) and row["personal_digest"] not in {
-                _personal_digest(row, key) for key in keys
-            }:
-                return f"{where}: its personal fields do not match their digest"
-            email_key = email_keys.get(row["subscriber_id"])
-            if email_key is not None and row["email_digest"] not in {
-                _digest(key, "email:" + email_key) for key in keys
-            }:
-                return f"{where} is attributed to another subscriber"
-            expected_prev, expected_seq = row["row_hash"], expected_seq + 1
-    finally:
-        rows.close()
+    for row in (row for rows in _batches(bind, *CHAIN_COLUMNS) for row in rows):
+        where = f"event #{row['seq']}"
+        if row["seq"] > expected_seq:
+            return f"event #{expected_seq} is missing"
+        if row["seq"] != expected_seq:
+            return f"{where} is out of place (event #{expected_seq} comes first)"
+        if row["prev_hash"] != expected_prev:
+            return f"{where} does not follow the event before it"
+        if row["row_hash"] not in {_row_hash(row, key) for key in keys}:
+            return f"{where}: its content does not match its hash"
+        if any(row[name] is not None for name in PERSONAL) and row["personal_digest"] not in {
+            _personal_digest(row, key) for key in keys
+        }:
+            return f"{where}: its personal fields do not match their digest"
+        email_key = email_keys.get(row["subscriber_id"])
+        if email_key is not None and row["email_digest"] not in {
+            _digest(key, "email:" + email_key) for key in keys
+        }:
+            return f"{where} is attributed to another subscriber"
+        expected_prev, expected_seq = row["row_hash"], expected_seq + 1
     # No head row reads as the genesis head, as the old verification read it:
     # deleting the row is no way around the head check.
     head = bind.execute(sa.text("SELECT seq, row_hash FROM ledger_head WHERE id = 1")).first()
@@ -250,33 +264,26 @@ def _hash_texts(bind):
 
 def _commit_personal_fields(bind):
     """A fresh salt and commitment for every event that still has personal fields."""
-    rows = (
-        bind.execute(
-            sa.select(events.c.id, *[events.c[name] for name in PERSONAL]).where(
-                sa.or_(*[events.c[name].is_not(None) for name in PERSONAL])
-            )
-        )
-        .mappings()
-        .all()
-    )
-    values = []
-    for row in rows:
-        salt = secrets.token_bytes(32)
-        personal = {name: row[name] for name in PERSONAL}
-        values.append(
-            {
-                "row_id": row["id"],
-                "salt": salt.hex(),
-                "commitment": hashlib.sha256(salt + rfc8785.dumps(personal)).hexdigest(),
-            }
-        )
     update = (
         events.update()
         .where(events.c.id == sa.bindparam("row_id"))
         .values(salt=sa.bindparam("salt"), personal_commitment=sa.bindparam("commitment"))
     )
-    for start in range(0, len(values), 5000):
-        bind.execute(update, values[start : start + 5000])
+    present = sa.or_(*[events.c[name].is_not(None) for name in PERSONAL])
+    columns = [events.c.id, events.c.seq, *[events.c[name] for name in PERSONAL]]
+    for rows in _batches(bind, *columns, where=present):
+        values = []
+        for row in rows:
+            salt = secrets.token_bytes(32)
+            personal = {name: row[name] for name in PERSONAL}
+            values.append(
+                {
+                    "row_id": row["id"],
+                    "salt": salt.hex(),
+                    "commitment": hashlib.sha256(salt + rfc8785.dumps(personal)).hexdigest(),
+                }
+            )
+        bind.execute(update, values)
 
 
 # --- downgrade --------------------------------------------------------------
@@ -289,25 +296,7 @@ def downgrade():
     for name in ("personal_digest", "prev_hash", "row_hash"):
         op.add_column("consent_events", sa.Column(name, sa.String(length=64), nullable=True))
     op.add_column("ledger_head", sa.Column("row_hash", sa.String(length=64), nullable=True))
-    key = _keys()[0]
-    previous, values = GENESIS, []
-    for row in _stream(bind, *CHAIN_COLUMNS):
-        personal = _personal_digest(row, key)
-        row_hash = _row_hash(row, key, personal_digest=personal, prev_hash=previous)
-        values.append({"row_id": row["id"], "pd": personal, "prev": previous, "rh": row_hash})
-        previous = row_hash
-    update = (
-        events.update()
-        .where(events.c.id == sa.bindparam("row_id"))
-        .values(
-            personal_digest=sa.bindparam("pd"),
-            prev_hash=sa.bindparam("prev"),
-            row_hash=sa.bindparam("rh"),
-        )
-    )
-    for start in range(0, len(values), 5000):
-        bind.execute(update, values[start : start + 5000])
-    bind.execute(sa.text("UPDATE ledger_head SET row_hash = :h WHERE id = 1"), {"h": previous})
+    _rebuild_chain(bind)
     op.drop_table("ledger_keys")
     op.drop_index(op.f("ix_ledger_checkpoints_signed_at"), table_name="ledger_checkpoints")
     op.drop_table("ledger_checkpoints")
@@ -323,3 +312,29 @@ def downgrade():
             batch.alter_column(name, existing_type=sa.String(length=64), nullable=False)
     with op.batch_alter_table("ledger_head") as batch:
         batch.alter_column("row_hash", existing_type=sa.String(length=64), nullable=False)
+
+
+def _rebuild_chain(bind):
+    """Chain every event under the current ledger key, as the old code did, and
+    point the head at the last; returns the last row hash."""
+    key = _keys()[0]
+    update = (
+        events.update()
+        .where(events.c.id == sa.bindparam("row_id"))
+        .values(
+            personal_digest=sa.bindparam("pd"),
+            prev_hash=sa.bindparam("prev"),
+            row_hash=sa.bindparam("rh"),
+        )
+    )
+    previous = GENESIS
+    for rows in _batches(bind, *CHAIN_COLUMNS):
+        values = []
+        for row in rows:
+            personal = _personal_digest(row, key)
+            row_hash = _row_hash(row, key, personal_digest=personal, prev_hash=previous)
+            values.append({"row_id": row["id"], "pd": personal, "prev": previous, "rh": row_hash})
+            previous = row_hash
+        bind.execute(update, values)
+    bind.execute(sa.text("UPDATE ledger_head SET row_hash = :h WHERE id = 1"), {"h": previous})
+    return previous
