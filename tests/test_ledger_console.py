@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 
 from flask import Flask, current_app
 from sqlalchemy import select, text, update
@@ -276,3 +277,29 @@ def test_the_bundle_needs_a_csrf_token_and_a_login(
     assert viewer.post("/admin/subscribers/999999/proof-bundle.json").status_code == 404
     db.session.commit()
     assert db.session.scalars(select(AuditEntry.action)).all().count("subscriber.proof") == 0
+
+
+def test_the_proof_page_with_a_failure_is_valid_html(
+    default_list: MailingList, staff_client: Callable[..., StaffClient], tmp_path: Path
+) -> None:
+    from .test_html_validity import report, vnu_errors
+
+    ada = add_subscriber("ada@example.org", default_list)
+    seal_waiting()
+    first, _second = seqs_of(ada)
+    db.session.execute(
+        update(ConsentEvent).where(ConsentEvent.seq == first).values(channel=Channel.IMPORT)
+    )
+    db.session.commit()
+    viewer = staff_client(Role.VIEWER)
+    files = []
+    for name, path in (
+        ("proof", f"/admin/subscribers/{ada.id}/proof"),
+        ("detail", f"/admin/subscribers/{ada.id}"),
+    ):
+        file = tmp_path / f"{name}.html"
+        file.write_bytes(viewer.get(path).get_data())
+        files.append(file)
+    assert "FAILED" in files[0].read_text(encoding="utf-8")
+    errors = vnu_errors(files)
+    assert errors == {}, report(errors)

@@ -259,3 +259,34 @@ def test_asking_again_within_the_window_sends_no_second_mail(
     app.config["CONFIRM_RESEND_WINDOW"] = 0
     ask_for_proof(client, manage)
     assert len(link_mails(deliver())) == 1
+
+
+def test_the_new_pages_and_the_proof_mail_are_valid_html(
+    app: Flask,
+    client: FlaskClient,
+    default_list: MailingList,
+    deliver: Mails,
+    tmp_path: Path,
+) -> None:
+    """The preference page after asking for the proof, the download page with
+    both buttons, and the proof mail, in Danish and in English (Nu HTML Checker)."""
+    from .test_html_validity import report, vnu_errors
+
+    files = []
+    for lang in ("da", "en"):
+        signup = {"email": f"html-{lang}@example.org", "name": "Læser", "locale": lang}
+        assert client.post("/api/v1/subscriptions", json=signup).status_code == 202
+        (confirmation,) = deliver()
+        client.post(link_path(confirmation, "confirm"))
+        (welcome,) = deliver()
+        manage = link_path(welcome, "manage")
+        pages = {"manage-proof": ask_for_proof(client, manage)}
+        (mail,) = link_mails(deliver())
+        pages["data-page"] = client.get(link_path(mail, "data")).get_data(as_text=True)
+        pages["proof-mail"] = html_of(mail)
+        for name, html in pages.items():
+            file = tmp_path / f"{name}.{lang}.html"
+            file.write_text(html, encoding="utf-8")
+            files.append(file)
+    errors = vnu_errors(files)
+    assert errors == {}, report(errors)
