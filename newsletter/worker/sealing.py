@@ -24,7 +24,11 @@ from ..ledger.witness_mail import queue_witness_mail, witness_mail_due
 
 log = logging.getLogger(__name__)
 
+# The loop waits half an interval between rounds, but never longer than
+# LONGEST_WAIT nor shorter than SHORTEST_WAIT (an interval of 0 would spin on
+# the database).
 LONGEST_WAIT = 1.0
+SHORTEST_WAIT = 0.05
 
 
 def seal_step(always: bool = False) -> int:
@@ -59,7 +63,8 @@ class SealLoop:
 
     def run(self) -> None:
         """Seal when due until stopped; a failed round is logged and retried."""
-        wait = min(LONGEST_WAIT, float(self.app.config["LEDGER_SEAL_INTERVAL"]) / 2)
+        half = float(self.app.config["LEDGER_SEAL_INTERVAL"]) / 2
+        wait = max(SHORTEST_WAIT, min(LONGEST_WAIT, half))
         while not self.stop.is_set():
             with self.app.app_context():
                 try:
