@@ -257,3 +257,13 @@ def test_a_bundle_after_secret_key_rotation_verifies(
     done = check(auditor, bundle)
     assert done.returncode == 0, done.stderr
     assert "5 event(s)" in done.stdout
+
+
+def test_no_bundle_for_an_address_without_events(
+    history: History, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    path = tmp_path / "bundle.json"
+    result = runner.invoke(args=["consent", "proof", "stranger@example.org", "--bundle", str(path)])
+    assert result.exit_code == 1
+    assert "consent: cannot make a bundle: the ledger holds no sealed event of" in result.stderr
+    assert not path.exists()

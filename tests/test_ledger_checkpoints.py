@@ -156,6 +156,22 @@ def test_a_rewritten_past_resigned_with_the_key_fails_since_a_saved_checkpoint(
     assert "BROKEN checkpoint file (size 9): today's tree does not extend it" in output
 
 
+def test_a_past_rewritten_and_signed_with_another_key_fails_since_a_saved_checkpoint(
+    history: History, app: Flask, runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    """An intruder without the key signs the rewritten tree with a key of their
+    own (which the seal records as a ledger key): the saved checkpoint shows it."""
+    saved = save(tmp_path / "checkpoint.txt", runner.invoke(args=["ledger", "seal"]).stdout)
+    intruder = tmp_path / "intruder.key"
+    assert runner.invoke(args=["ledger", "keygen", str(intruder)]).exit_code == 0
+    app.config["LEDGER_SIGNING_KEY_FILE"] = str(intruder)
+    execute("UPDATE consent_events SET event = 'confirmed' WHERE event = 'withdrawn'")
+    reseal_from_scratch()
+    code, output = verify_cli(runner, "--since", str(saved))
+    assert code == 1
+    assert "BROKEN checkpoint file (size 9): today's tree does not extend it" in output
+
+
 def test_a_since_file_signed_by_another_key_is_refused(
     history: History, runner: FlaskCliRunner, tmp_path: Path
 ) -> None:

@@ -114,6 +114,8 @@ def proof_command(email: str, bundle: Path | None) -> None:
             return
         seal_waiting()
         document = consent_bundle(email)
+        if not document["events"]:
+            raise NothingSealed(f"the ledger holds no sealed event of {email}")
     except InvalidInput as exc:
         raise click.BadParameter(exc.message, param_hint="EMAIL") from exc
     except (LedgerBroken, NothingSealed, SigningKeyError) as exc:

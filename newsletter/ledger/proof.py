@@ -105,7 +105,7 @@ def consent_bundle(address: str) -> dict[str, Any]:
     digests = email_digests(email_key)
     checkpoint = latest_checkpoint()
     if checkpoint is None:
-        raise NothingSealed
+        raise NothingSealed("no checkpoint has been signed yet")
     texts = Texts.load()
     rows = (
         db.session.execute(
