@@ -44,8 +44,6 @@ import sqlalchemy as sa
 from alembic import context, op
 from flask import current_app
 
-from newsletter.models.types import UTCDateTime
-
 revision = "0011"
 down_revision = "0010"
 branch_labels = None
@@ -59,7 +57,7 @@ events = sa.table(
     "consent_events",
     sa.column("id", sa.Integer),
     sa.column("seq", sa.Integer),
-    sa.column("occurred_at", UTCDateTime),
+    sa.column("occurred_at", sa.DateTime),  # naive UTC, as the models store it
     sa.column("event", sa.String),
     sa.column("channel", sa.String),
     sa.column("subscriber_id", sa.Integer),
@@ -107,10 +105,15 @@ def _personal_digest(row, key):
     return _digest(key, "personal:" + _canonical({name: row[name] for name in PERSONAL}))
 
 
+def _utc(moment):
+    """A stored (naive UTC) or aware instant, in UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def _row_hash(row, key, personal_digest=None, prev_hash=None):
     content = {
         "seq": row["seq"],
-        "occurred_at": row["occurred_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "occurred_at": _utc(row["occurred_at"]).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         "event": row["event"],
         "channel": row["channel"],
         "list_id": row["list_id"],
