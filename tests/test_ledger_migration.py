@@ -80,7 +80,7 @@ def old_url(empty_database_url: str) -> str:  # noqa: F811 - the fixture importe
     return empty_database_url
 
 
-def build_app(url: str, tmp_path: Path, secret_key: str | None = None) -> Flask:
+def build_app(url: str, tmp_path: Path, secret_key: str | None = None, **extra: Any) -> Flask:
     """An app on ``url`` as the operator runs it: the fixture's settings, a
     signing key file named after the log's origin and a witness log."""
     settings = old_ledger()["settings"]
@@ -96,6 +96,7 @@ def build_app(url: str, tmp_path: Path, secret_key: str | None = None) -> Flask:
             "MAILBOX_DIR": str(tmp_path / "mailbox"),
             "LEDGER_SIGNING_KEY_FILE": str(key_file),
             "LEDGER_CHECKPOINT_LOG": str(tmp_path / "witness.log"),
+            **extra,
         }
     )
 
@@ -486,6 +487,24 @@ def test_a_wrong_secret_key_is_refused_and_the_right_one_then_migrates(
     with right.app_context():
         alembic_upgrade()
         assert [e["seq"] for e in stored_events()] == list(range(1, EVENTS + 1))
+        db.session.remove()
+        db.engine.dispose()
+    assert revision_of(old_url) == ScriptDirectory(str(MIGRATIONS)).get_heads()[0]
+
+
+def test_a_chain_under_a_rotated_secret_key_is_verified_with_the_fallback(
+    old_url: str, tmp_path: Path
+) -> None:
+    old_key = old_ledger()["settings"]["SECRET_KEY"]
+    rotated = build_app(
+        old_url,
+        tmp_path,
+        secret_key="the-new-secret-key-after-a-rotation-0123456789",
+        SECRET_KEY_FALLBACKS=[old_key],
+    )
+    with rotated.app_context():
+        alembic_upgrade()
+        assert len(stored_events()) == EVENTS
         db.session.remove()
         db.engine.dispose()
     assert revision_of(old_url) == ScriptDirectory(str(MIGRATIONS)).get_heads()[0]
