@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from email.message import EmailMessage
+from pathlib import Path
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -138,3 +139,14 @@ def test_neither_route_touches_the_session(app: Flask, client: FlaskClient) -> N
         response = client.get(path)
         assert "Set-Cookie" not in response.headers, path
         assert response.status_code in (200, 404), path
+
+
+def test_an_unusable_key_gives_503_with_a_sentence(
+    app: Flask, client: FlaskClient, tmp_path: Path
+) -> None:
+    app.config["LEDGER_SIGNING_KEY_FILE"] = str(tmp_path / "missing.key")
+    response = client.get("/ledger/key")
+    assert response.status_code == 503
+    assert_public_text(response)
+    assert response.get_data(as_text=True) == "The verifier key is not available just now.\n"
+    assert response.headers["Cache-Control"] == "public, max-age=0"

@@ -290,3 +290,32 @@ def test_the_new_pages_and_the_proof_mail_are_valid_html(
             files.append(file)
     errors = vnu_errors(files)
     assert errors == {}, report(errors)
+
+
+def test_when_nothing_can_be_sealed_the_proof_is_refused_and_the_data_still_given(
+    app: Flask,
+    client: FlaskClient,
+    default_list: MailingList,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A missing signing key: the proof answers 503 with a sentence (nothing was
+    ever sealed), the copy of the data is still handed out, without a bundle."""
+    subscriber = Subscriber(
+        email="nokey@example.org", email_key="nokey@example.org", name="", locale="en"
+    )
+    db.session.add(subscriber)
+    db.session.commit()
+    path = f"/data/{make_token(Purpose.DATA_EXPORT, subscriber.token_key)}"
+    db.session.commit()
+    app.config["LEDGER_SIGNING_KEY_FILE"] = str(tmp_path / "missing.key")
+
+    refused = no_cookie(client.post(path, data={"download": "proof"}, headers=ORIGIN))
+    assert refused.status_code == 503
+    assert refused.mimetype == "text/html"
+    assert "The proof cannot be made just now" in refused.get_data(as_text=True)
+    assert "sealing before a consent proof failed" in caplog.text
+
+    data = no_cookie(client.post(path, headers=ORIGIN))
+    assert data.status_code == 200
+    assert json.loads(data.get_data(as_text=True))["consent_proof"] is None

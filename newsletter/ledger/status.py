@@ -40,6 +40,7 @@ from ..models import ConsentEvent, LedgerKey, LedgerNode
 from ..transaction import in_transaction
 from ..validation import normalise_email
 from .append import PERSONAL_FIELDS
+from .keyring import SigningKeyError
 from .keys import commitment, email_digests
 from .leaf import LEAF_COLUMNS, Texts, leaf_bytes
 from .proofs import inclusion_proof
@@ -219,7 +220,7 @@ def seal_for_proof() -> bool:
         return False
     try:
         seal_waiting()
-    except (LedgerBroken, OSError) as exc:
+    except (LedgerBroken, SigningKeyError, OSError) as exc:
         log.error("sealing before a consent proof failed: %s", exc)
         return False
     return True

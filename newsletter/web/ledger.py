@@ -21,14 +21,17 @@ wildcard is what the Fetch standard intends for such data.
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response
 from flask.typing import ResponseReturnValue
 from flask_babel import gettext as _
 
-from ..ledger.keyring import signer
+from ..ledger.keyring import SigningKeyError, signer
 from ..ledger.seal import latest_checkpoint
 
 bp = Blueprint("ledger", __name__)
+log = logging.getLogger(__name__)
 
 TEXT = "text/plain; charset=utf-8"
 CHECKPOINT_MAX_AGE = 10
@@ -54,5 +57,11 @@ def checkpoint() -> ResponseReturnValue:
 
 @bp.get("/ledger/key")
 def key() -> ResponseReturnValue:
-    """The verifier key of the checkpoint signer."""
-    return _plain(signer().vkey + "\n", 200, KEY_MAX_AGE)
+    """The verifier key of the checkpoint signer; 503 with a sentence (and the
+    reason in the log) while the configured key cannot be used."""
+    try:
+        vkey = signer().vkey
+    except SigningKeyError as exc:
+        log.error("/ledger/key: %s", exc)
+        return _plain(_("The verifier key is not available just now.") + "\n", 503, 0)
+    return _plain(vkey + "\n", 200, KEY_MAX_AGE)
