@@ -97,7 +97,7 @@ def base_config(database_url: str, tmp_path: Path) -> dict[str, Any]:
     nothing is written into the project's instance folder)."""
     key_file = tmp_path / "ledger-signing.key"
     if not key_file.exists():
-        key_file.write_text(Signer.generate("localhost/consent-ledger").to_text() + "\n")
+        key_file.write_text(Signer.generate("newsletter.test/consent-ledger").to_text() + "\n")
         key_file.chmod(0o600)
     return {
         "LEDGER_SIGNING_KEY_FILE": str(key_file),
