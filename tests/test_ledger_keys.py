@@ -128,3 +128,16 @@ def test_seal_waiting_signs_with_the_configured_key(
     sign_up("a@example.org")
     (done,) = seal_waiting()
     assert verify_note(parse_note(done.note), parse_vkey(vkey))
+
+
+def test_an_unreadable_ledger_key_is_named(
+    runner: FlaskCliRunner, default_list: MailingList
+) -> None:
+    sign_up("a@example.org")
+    seal_waiting()
+    db.session.add(LedgerKey(vkey="not+a+key"))
+    db.session.commit()
+    code, _, stderr = cli(runner, "ledger", "verify")
+    assert code == 1
+    assert "BROKEN ledger keys: unreadable key:" in stderr
+    assert "checkpoint" not in stderr  # the real key still verifies them

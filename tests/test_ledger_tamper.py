@@ -151,6 +151,7 @@ def test_an_edited_policy_body_is_caught(history: History, runner: FlaskCliRunne
         ("user_agent", "Forged/1.0"),
         ("source_url", "https://elsewhere.example/"),
         ("salt", "ab" * 32),
+        ("salt", "not hex"),
     ],
 )
 def test_an_edited_personal_field_or_salt_breaks_the_commitment(

@@ -17,6 +17,7 @@ from sqlalchemy import and_, select, update
 from newsletter_verify import (
     EMPTY_ROOT,
     Note,
+    Verifier,
     parse_checkpoint,
     parse_note,
     parse_vkey,
@@ -117,7 +118,7 @@ def verify_ledger(incremental: bool = False, since: Sequence[Note] = ()) -> Ledg
 
 def _checkpoint_roots(tree: LedgerTree | None, report: LedgerReport) -> dict[int, bytes]:
     """Every stored checkpoint whose signature holds, as size -> root."""
-    verifiers = [parse_vkey(vkey) for vkey in db.session.scalars(select(LedgerKey.vkey))]
+    verifiers = _verifiers(report)
     roots: dict[int, bytes] = {}
     for row in db.session.scalars(select(LedgerCheckpoint).order_by(LedgerCheckpoint.size)):
         report.checkpoints += 1
@@ -277,19 +278,38 @@ def _check_event(row: Mapping[Any, Any]) -> list[Problem]:
     if row["salt"] is None:
         if any(value is not None for value in personal.values()):
             found.append(Problem(where, "personal fields without their salt"))
-    elif commitment(bytes.fromhex(row["salt"]), personal) != row["personal_commitment"]:
+    elif commitment(_salt(row["salt"]), personal) != row["personal_commitment"]:
         found.append(Problem(where, "personal fields do not match their commitment"))
     if row["email_key"] is not None and row["email_digest"] not in email_digests(row["email_key"]):
         found.append(Problem(where, "attributed to another subscriber"))
     return found
 
 
+def _salt(text: str) -> bytes:
+    """A stored salt as bytes; one that is not hex (edited) commits to nothing."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
+def _verifiers(report: LedgerReport | None = None) -> list[Verifier]:
+    """The ledger's verifier keys; an unreadable one is named (once) and skipped."""
+    verifiers = []
+    for vkey in db.session.scalars(select(LedgerKey.vkey).order_by(LedgerKey.id)):
+        try:
+            verifiers.append(parse_vkey(vkey))
+        except ValueError as exc:
+            if report is not None:
+                report.problems.append(Problem("ledger keys", f"unreadable key: {exc}"))
+    return verifiers
+
+
 def _check_since(note: Note, tree: LedgerTree | None) -> list[Problem]:
     """A checkpoint kept elsewhere: signed by one of our keys, for this log,
     and extended by today's tree (a consistency proof from the stored nodes)."""
     where = "checkpoint file"
-    verifiers = [parse_vkey(vkey) for vkey in db.session.scalars(select(LedgerKey.vkey))]
-    if not any(verify_note(note, verifier) for verifier in verifiers):
+    if not any(verify_note(note, verifier) for verifier in _verifiers()):
         return [Problem(where, "not signed by any key of this ledger")]
     try:
         body = parse_checkpoint(note.body)
