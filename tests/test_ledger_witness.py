@@ -130,9 +130,9 @@ def test_the_witness_mail_is_sent_once_a_day_and_its_note_verifies(
 
     [mail] = deliver()
     assert mail["To"].addresses[0].addr_spec == WITNESS
-    assert "3 events" in mail["Subject"]
+    assert ": 3 " in mail["Subject"]  # "...: 3 events, <day>", in the default language
     text = text_of(mail)
-    assert "newsletter ledger verify --since FILE" in text
+    assert "`newsletter ledger verify --since " in text
     note = note_in(text)
     assert note == checkpoint.note  # the exact signed note
     assert checkpoint.note in html_of(mail).replace("\r\n", "\n")
@@ -159,7 +159,7 @@ def test_the_witness_mail_is_sent_once_a_day_and_its_note_verifies(
     assert (first.id, second.payload) == (row.id, {"size": 5})
     [mail] = deliver()
     assert note_in(text_of(mail)) == latest_checkpoint().note  # type: ignore[union-attr]
-    assert "5 events" in mail["Subject"]
+    assert ": 5 " in mail["Subject"]
 
     # A quiet day (nothing new sealed) has nothing new to witness.
     clock(at(DAY + timedelta(days=2)))
