@@ -221,3 +221,10 @@ def test_verify_reads_the_database_not_the_sessions_copies(history: History) -> 
     report = verify_ledger()  # same transaction, the stale copy in the identity map
     assert places(report) == {"event #3"}
     assert verify_ledger().ok  # verify ends its transaction: the edit was never committed
+
+
+def test_a_ledger_head_moved_back_is_caught(history: History) -> None:
+    execute("UPDATE ledger_head SET seq = 5 WHERE id = 1")
+    assert [str(p) for p in verify_ledger().problems] == [
+        "ledger head: names event #5, but the events go on to #9"
+    ]

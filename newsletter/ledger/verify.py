@@ -103,6 +103,10 @@ def verify_ledger(incremental: bool = False, since: Sequence[Note] = ()) -> Ledg
         report.problems.append(
             Problem(f"event #{last + 1}", f"missing (the ledger head names event #{head})")
         )
+    elif last > head:  # the next append would take a seq in use
+        report.problems.append(
+            Problem("ledger head", f"names event #{head}, but the events go on to #{last}")
+        )
     if walk.roots:
         report.problems.append(
             Problem(f"checkpoint {min(walk.roots)}", "names events that are missing")
