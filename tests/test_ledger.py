@@ -21,14 +21,12 @@ from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
-from newsletter.ledger import Evidence
 from newsletter.ledger.evidence import minimise_ip
-from newsletter.ledger.keys import email_digest, email_digests, ledger_keys
+from newsletter.ledger.keys import email_digest, email_digests
 from newsletter.ledger.leaf import LEAF_COLUMNS, Texts, leaf_document
 from newsletter.ledger.proof import consent_proof
 from newsletter.ledger.verify import verify_ledger
 from newsletter.models import (
-    Channel,
     ConsentEvent,
     ConsentText,
     LedgerHead,
@@ -38,8 +36,7 @@ from newsletter.models import (
 )
 from newsletter_verify import leaf_hash
 
-from .conftest import TEST_SECRET
-from .fixtures.intake import SignupRequest, drain_intake, sign_up_now
+from .fixtures.intake import drain_intake
 from .fixtures.ledger import seal_and_verify
 from .fixtures.ledger_history import History, build_history, execute
 from .fixtures.threads import sign_up_from_threads
@@ -288,41 +285,3 @@ def test_email_digest_is_a_keyed_pseudonym(
     assert event.email_digest != email_digest(subscriber.email_key, b"another key")
     app.config["LEDGER_KEY"] = "a-separate-ledger-key-kept-for-the-life-of-the-data"
     assert email_digest(subscriber.email_key) != event.email_digest
-
-
-def test_old_events_verify_after_secret_key_rotation(
-    app_factory: Callable[..., Flask], history: History
-) -> None:
-    new_secret = "rotated-secret-key-0123456789-abcdefghijklmnop"
-    old_digest = email_digest(history.alice.email_key)
-    db.session.commit()  # no open transaction while another app works on the database
-
-    rotated = app_factory(
-        SECRET_KEY=new_secret, SECRET_KEY_FALLBACKS=[TEST_SECRET], LEDGER_KEY=None
-    )
-    with rotated.app_context():
-        assert len(ledger_keys()) == 2
-        report = verify_ledger()
-        assert report.ok, report.problems
-        # The disputed address is still found, under the old pseudonym.
-        proof = consent_proof("alice@example.org")
-        assert len(proof["events"]) == 5
-        assert old_digest in email_digests("alice@example.org")
-        assert proof["email_digest"] != old_digest  # new events use the new key
-        sign_up_now(
-            SignupRequest(
-                email="after-rotation@example.org", channel=Channel.API, evidence=Evidence()
-            )
-        )
-        report = seal_and_verify()
-        assert report.ok, report.problems
-        assert report.events == history.events + 1
-        db.session.remove()
-
-    forgotten = app_factory(SECRET_KEY=new_secret, SECRET_KEY_FALLBACKS=[], LEDGER_KEY=None)
-    with forgotten.app_context():
-        # Without the old key the old events are not attributed to their subscribers.
-        problems = verify_ledger().problems
-        assert problems
-        assert {p.reason for p in problems} == {"attributed to another subscriber"}
-        db.session.remove()

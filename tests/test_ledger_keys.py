@@ -1,23 +1,43 @@
-"""The checkpoint signing key: `ledger public-key`, `ledger keygen`, a missing
-key file, and rotation (old checkpoints keep verifying with the old key)."""
+"""The keys: the checkpoint signing key (`ledger public-key`, `ledger keygen`, a
+missing key file, rotation: old checkpoints keep verifying with the old key)
+and SECRET_KEY rotation for the keyed address pseudonyms."""
 
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
+from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 from flask import Flask
-from flask.testing import FlaskCliRunner
+from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import delete
+from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
 from newsletter.ledger import Evidence
+from newsletter.ledger.keys import email_digest, email_digests, ledger_keys
+from newsletter.ledger.proof import consent_proof
 from newsletter.ledger.seal import seal_waiting
 from newsletter.ledger.verify import verify_ledger
 from newsletter.models import Channel, LedgerKey, MailingList
 from newsletter_verify import parse_checkpoint, parse_note, parse_vkey, verify_note
 
+from .conftest import TEST_SECRET
 from .fixtures.intake import SignupRequest, sign_up_now
+from .fixtures.ledger import seal_and_verify
+from .fixtures.ledger_history import History, build_history
+
+
+@pytest.fixture
+def history(
+    client: FlaskClient,
+    make_list: Callable[..., MailingList],
+    post_form: Callable[..., TestResponse],
+    deliver: Callable[[], list[EmailMessage]],
+) -> History:
+    return build_history(client, make_list, post_form, deliver)
 
 
 def sign_up(*emails: str) -> None:
@@ -141,3 +161,41 @@ def test_an_unreadable_ledger_key_is_named(
     assert code == 1
     assert "BROKEN ledger keys: unreadable key:" in stderr
     assert "checkpoint" not in stderr  # the real key still verifies them
+
+
+def test_old_events_verify_after_secret_key_rotation(
+    app_factory: Callable[..., Flask], history: History
+) -> None:
+    new_secret = "rotated-secret-key-0123456789-abcdefghijklmnop"
+    old_digest = email_digest(history.alice.email_key)
+    db.session.commit()  # no open transaction while another app works on the database
+
+    rotated = app_factory(
+        SECRET_KEY=new_secret, SECRET_KEY_FALLBACKS=[TEST_SECRET], LEDGER_KEY=None
+    )
+    with rotated.app_context():
+        assert len(ledger_keys()) == 2
+        report = verify_ledger()
+        assert report.ok, report.problems
+        # The disputed address is still found, under the old pseudonym.
+        proof = consent_proof("alice@example.org")
+        assert len(proof["events"]) == 5
+        assert old_digest in email_digests("alice@example.org")
+        assert proof["email_digest"] != old_digest  # new events use the new key
+        sign_up_now(
+            SignupRequest(
+                email="after-rotation@example.org", channel=Channel.API, evidence=Evidence()
+            )
+        )
+        report = seal_and_verify()
+        assert report.ok, report.problems
+        assert report.events == history.events + 1
+        db.session.remove()
+
+    forgotten = app_factory(SECRET_KEY=new_secret, SECRET_KEY_FALLBACKS=[], LEDGER_KEY=None)
+    with forgotten.app_context():
+        # Without the old key the old events are not attributed to their subscribers.
+        problems = verify_ledger().problems
+        assert problems
+        assert {p.reason for p in problems} == {"attributed to another subscriber"}
+        db.session.remove()
