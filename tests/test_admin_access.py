@@ -77,6 +77,13 @@ TABLE = [
         200,
     ),
     Route(
+        "admin.subscriber_proof_bundle",
+        "POST",
+        "/admin/subscribers/{subscriber}/proof-bundle.json",
+        Role.VIEWER,
+        200,
+    ),
+    Route(
         "admin.subscriber_erase", "GET", "/admin/subscribers/{subscriber}/erase", Role.EDITOR, 200
     ),
     Route(

@@ -211,7 +211,7 @@ def test_reference_tree_nodes_and_roots():
     assert nodes == expected
     assert merkle.root(edge).hex() == ROOT_HASHES[8]
     for size, want in enumerate(ROOT_HASHES):
-        assert merkle.fold([nodes[n] for n in merkle.right_edge(size)]).hex() == want
+        assert merkle.range_hash([nodes[n] for n in merkle.right_edge(size)]).hex() == want
     assert EMPTY_ROOT.hex() == ROOT_HASHES[0]
     assert merkle.root([]) == EMPTY_ROOT
 
@@ -304,8 +304,8 @@ def test_cover_is_aligned_and_exact():
 
 def test_fold_is_right_to_left():
     a, b, c = (bytes([i]) * 32 for i in range(3))
-    assert merkle.fold([a, b, c]) == node_hash(a, node_hash(b, c))
-    assert merkle.fold([a]) == a
+    assert merkle.range_hash([a, b, c]) == node_hash(a, node_hash(b, c))
+    assert merkle.range_hash([a]) == a
 
 
 def test_append_refuses_an_edge_of_the_wrong_length():
@@ -383,7 +383,7 @@ def test_consistency_proofs(tree, data):
     nodes, edge = build(leaves)
     root2 = merkle.root(edge)
     size1 = data.draw(st.integers(1, size2))
-    root1 = merkle.fold([nodes[n] for n in merkle.right_edge(size1)])
+    root1 = merkle.range_hash([nodes[n] for n in merkle.right_edge(size1)])
     assert root1 == mth(leaves[:size1])
     proof = merkle.prove(merkle.consistency_plan(size1, size2), nodes)
     assert proof == subproof(size1, leaves, True)

@@ -38,7 +38,7 @@ from newsletter.models import (
 from newsletter.subscriptions import signup
 from newsletter.subscriptions.lists import DEFAULT_CONSENT_TEXT, create_list
 from newsletter.tokens import Purpose, make_token
-from newsletter.worker.dispatch import STAFF_MAILS, SUBSCRIBER_MAILS
+from newsletter.worker.dispatch import ADDRESS_MAILS, STAFF_MAILS, SUBSCRIBER_MAILS
 from newsletter.worker.outbox import claim_batch
 from newsletter.worker.round import run_worker
 
@@ -622,8 +622,9 @@ def test_confirmation_is_skipped_when_nothing_is_pending_any_more(
 
 def test_every_outbox_kind_has_exactly_one_renderer() -> None:
     """The dispatcher maps each kind to its feature's renderer, by recipient."""
-    assert set(SUBSCRIBER_MAILS).isdisjoint(STAFF_MAILS)
-    assert set(SUBSCRIBER_MAILS) | set(STAFF_MAILS) == set(OutboxKind)
+    maps = [set(SUBSCRIBER_MAILS), set(STAFF_MAILS), set(ADDRESS_MAILS)]
+    assert sum(map(len, maps)) == len(set().union(*maps))
+    assert set().union(*maps) == set(OutboxKind)
 
 
 # --- what the mails look like on the wire --------------------------------------------

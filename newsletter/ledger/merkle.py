@@ -4,7 +4,7 @@ A stored node (level, idx) is the root of the complete subtree over leaves
 [idx * 2**level, (idx + 1) * 2**level); level 0 nodes are leaf hashes. Only
 complete subtrees are stored, and each is final once written, so a tree of
 any past size is found in the same table. Every proof element is the fold of
-a few stored nodes (see `cover` and `fold`), so an inclusion or consistency
+a few stored nodes (see `cover` and `range_hash`), so an inclusion or consistency
 proof reads O(log n) nodes. Pure functions: the database code fetches the
 nodes a plan names and calls `prove`. Verification lives in newsletter_verify.
 """
@@ -28,7 +28,7 @@ def cover(a: int, b: int) -> list[Node]:
     """The aligned complete subtrees covering leaves [a, b), left to right, largest first.
 
     For a range that appears in the RFC 9162 recursion (a a multiple of the
-    power of two at or above b - a, or a == 0), `fold` of their hashes is the
+    power of two at or above b - a, or a == 0), `range_hash` of their hashes is the
     RFC hash of the range.
     """
     if not 0 <= a <= b:
@@ -43,7 +43,7 @@ def cover(a: int, b: int) -> list[Node]:
     return nodes
 
 
-def fold(hashes: Sequence[bytes]) -> bytes:
+def range_hash(hashes: Sequence[bytes]) -> bytes:
     """Fold subtree hashes right to left: h0, h1, h2 -> node(h0, node(h1, h2)); [] -> EMPTY_ROOT."""
     if not hashes:
         return EMPTY_ROOT
@@ -60,7 +60,7 @@ def right_edge(size: int) -> list[Node]:
 
 def root(edge_hashes: Sequence[bytes]) -> bytes:
     """The tree root from the hashes of `right_edge(size)`, in that order."""
-    return fold(edge_hashes)
+    return range_hash(edge_hashes)
 
 
 def append(
@@ -143,4 +143,4 @@ def prove(plan: Plan, hashes: Mapping[Node, bytes]) -> list[bytes]:
 
     KeyError names a node the mapping lacks.
     """
-    return [fold([hashes[node] for node in group]) for group in plan]
+    return [range_hash([hashes[node] for node in group]) for group in plan]

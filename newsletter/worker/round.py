@@ -34,9 +34,11 @@ def work_once(
 ) -> int:
     """One round: a batch of signups from the intake (unless the intake loop
     runs beside, see worker/intake.py), an outbox batch, due scheduled
-    campaigns, a campaign batch, retention when due, at most one CSV import,
-    and, when the intake loop and the seal loop do not run beside
-    (``worker --once``), sealing whatever ledger events wait.
+    campaigns, a campaign batch, retention when due and at most one CSV import.
+    When the intake loop and the seal loop do not run beside (``worker
+    --once``), the round also seals whatever ledger events wait, right after
+    the intake: events of this round's later steps are sealed by the next
+    round, which ``--once`` always runs.
 
     Signups and transactional mail go first: a confirmation should not wait
     behind a 100,000-recipient newsletter, and the signups of this round put
@@ -46,16 +48,15 @@ def work_once(
     handled (retention is not counted as work).
     """
     handled = process_intake(owner) if with_intake else 0
+    if with_intake:  # not counted as work: --once stops when only sealing is left
+        seal_step(always=True)  # before the outbox batch, which sends a witness mail it queues
     handled += process_batch(app, owner).handled
     handled += start_due_campaigns()
     batch = send_deliveries(app, owner)
     if on_campaign_batch is not None and batch.handled:
         on_campaign_batch(batch)
     run_due_retention(app)  # once a day across all workers
-    handled += batch.handled + run_next_import()
-    if with_intake:
-        seal_step(always=True)  # not counted: --once stops when only sealing is left
-    return handled
+    return handled + batch.handled + run_next_import()
 
 
 def run_worker(
