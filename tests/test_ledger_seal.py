@@ -174,3 +174,48 @@ def test_seal_refuses_to_extend_a_tree_whose_edge_was_changed(
     assert code == 1
     assert "the stored tree of 3 events no longer hashes to its root" in stderr
     assert checkpoints() == [3]
+
+
+@pytest.mark.skipif(BACKEND != "postgresql", reason="real concurrent transactions")
+def test_verify_while_events_are_appended_and_sealed_finds_nothing_wrong(
+    app: Flask, default_list: MailingList
+) -> None:
+    """Verify reads the tree, the checkpoints, the events and the head in
+    separate statements while appends and seals go on: none of them is a
+    problem."""
+    sign_up("first@example.org")
+    seal_waiting()
+    assert verify_ledger().ok
+    done = threading.Event()
+    errors: list[BaseException] = []
+    reports = []
+
+    def write() -> None:
+        try:
+            with app.app_context():
+                for n in range(60):
+                    sign_up(f"w{n}@example.org")
+                    seal_waiting()
+                db.session.remove()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    def check() -> None:
+        try:
+            with app.app_context():
+                while not done.is_set():
+                    reports.append(verify_ledger())
+                db.session.remove()
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write), threading.Thread(target=check)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert len(reports) > 3
+    assert [r.problems for r in reports if not r.ok] == []

@@ -91,7 +91,7 @@ def verify_ledger(incremental: bool = False, since: Sequence[Note] = ()) -> Ledg
     texts = Texts.load()
     report.problems += [Problem("texts", reason) for reason in texts.changed()]
     tree = db.session.execute(select(LedgerTree)).scalar_one_or_none()
-    head = db.session.scalar(select(LedgerHead.seq).where(LedgerHead.id == 1)) or 0
+    head = _head()
     size = tree.size if tree else 0
     report.sealed, report.waiting = size, max(head - size, 0)
     roots = _checkpoint_roots(tree, report)
@@ -103,9 +103,10 @@ def verify_ledger(incremental: bool = False, since: Sequence[Note] = ()) -> Ledg
         report.problems.append(
             Problem(f"event #{last + 1}", f"missing (the ledger head names event #{head})")
         )
-    elif last > head:  # the next append would take a seq in use
+    elif last > _head():  # the next append would take a seq in use
+        # (read again: appends committed while the events were read moved it)
         report.problems.append(
-            Problem("ledger head", f"names event #{head}, but the events go on to #{last}")
+            Problem("ledger head", f"names event #{_head()}, but the events go on to #{last}")
         )
     if walk.roots:
         report.problems.append(
@@ -120,8 +121,17 @@ def verify_ledger(incremental: bool = False, since: Sequence[Note] = ()) -> Ledg
     return report
 
 
+def _head() -> int:
+    return db.session.scalar(select(LedgerHead.seq).where(LedgerHead.id == 1)) or 0
+
+
 def _checkpoint_roots(tree: LedgerTree | None, report: LedgerReport) -> dict[int, bytes]:
-    """Every stored checkpoint whose signature holds, as size -> root."""
+    """Every stored checkpoint whose signature holds, as size -> root.
+
+    A checkpoint beyond the tree size read is left to the next run when a seal
+    committed it meanwhile (the tree row has grown since); otherwise it names
+    events the tree lacks and is reported.
+    """
     verifiers = _verifiers(report)
     roots: dict[int, bytes] = {}
     for row in db.session.scalars(select(LedgerCheckpoint).order_by(LedgerCheckpoint.size)):
@@ -141,6 +151,10 @@ def _checkpoint_roots(tree: LedgerTree | None, report: LedgerReport) -> dict[int
             report.problems.append(Problem(where, "its signed size or root differs from its row"))
         else:
             roots[row.size] = body.root
+    beyond = [size for size in roots if size > (tree.size if tree else 0)]
+    if beyond and max(beyond) <= (db.session.scalar(select(LedgerTree.size)) or 0):
+        for size in beyond:
+            del roots[size]
     if tree is not None and roots.get(tree.size, b"").hex() != tree.root_hash:
         report.problems.append(
             Problem("tree", f"no valid signed checkpoint of the sealed size {tree.size}")
