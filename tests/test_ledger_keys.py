@@ -77,6 +77,15 @@ def test_keygen_writes_a_private_key_file_once(runner: FlaskCliRunner, tmp_path:
     assert path.read_bytes() == before
 
 
+def test_keygen_into_a_path_that_cannot_be_made_is_a_usage_error(
+    runner: FlaskCliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "plain-file").write_text("x")
+    code, _, stderr = cli(runner, "ledger", "keygen", str(tmp_path / "plain-file" / "new.key"))
+    assert code == 2
+    assert "Invalid value for PATH" in stderr
+
+
 def test_a_missing_key_file_fails_the_seal_clearly(
     app: Flask, runner: FlaskCliRunner, default_list: MailingList, tmp_path: Path
 ) -> None:

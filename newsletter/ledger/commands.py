@@ -94,7 +94,7 @@ def keygen_command(path: Path, name: str | None) -> None:
     """Write a new checkpoint signing key to PATH (mode 0600) and print its verifier key."""
     try:
         key: Signer = write_new_key(path, name or log_origin())
-    except (FileExistsError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # an existing file, a path that cannot be made
         raise click.BadParameter(str(exc), param_hint="PATH") from exc
     click.echo(key.vkey)
 
