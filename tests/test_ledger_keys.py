@@ -80,10 +80,11 @@ def test_keygen_writes_a_private_key_file_once(runner: FlaskCliRunner, tmp_path:
 def test_keygen_into_a_path_that_cannot_be_made_is_a_usage_error(
     runner: FlaskCliRunner, tmp_path: Path
 ) -> None:
-    (tmp_path / "plain-file").write_text("x")
-    code, _, stderr = cli(runner, "ledger", "keygen", str(tmp_path / "plain-file" / "new.key"))
-    assert code == 2
-    assert "Invalid value for PATH" in stderr
+    for path in (tmp_path / "plain-file" / "new.key", tmp_path / ("k" * 300)):
+        (tmp_path / "plain-file").write_text("x")
+        code, _, stderr = cli(runner, "ledger", "keygen", str(path))
+        assert code == 2
+        assert "Invalid value for PATH" in stderr
 
 
 def test_a_missing_key_file_fails_the_seal_clearly(
