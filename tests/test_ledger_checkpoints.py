@@ -108,13 +108,18 @@ def test_a_tampered_checkpoint_note_is_caught(
     assert "BROKEN checkpoint 7: its signature does not verify" in output
 
 
-def test_a_checkpoint_signed_by_another_key_is_caught(history: History) -> None:
+def test_a_checkpoint_signed_by_another_key_is_caught(
+    history: History, runner: FlaskCliRunner
+) -> None:
     body = note_of(9).split("\n\n")[0] + "\n"
     stranger = Signer.generate(body.split("\n")[0])
     set_note(9, stranger.sign_note(body))
     report = verify_ledger()
     assert "checkpoint 9" in places(report)
     assert "its signature does not verify" in {p.reason for p in report.problems}
+    code, output = verify_cli(runner)
+    assert code == 1
+    assert "BROKEN checkpoint 9: its signature does not verify" in output
 
 
 def test_a_cut_tail_passes_plain_verify_but_not_since_a_logged_checkpoint(
