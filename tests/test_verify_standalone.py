@@ -344,7 +344,7 @@ def make_tree(signer: Signer, extra_after: int = 0):
     nodes = {(level, idx): h for level, idx, h in nodes_list}
 
     def checkpoint(size: int) -> str:
-        root = merkle.fold([nodes[n] for n in merkle.right_edge(size)])
+        root = merkle.range_hash([nodes[n] for n in merkle.right_edge(size)])
         return signer.sign_note(f"{ORIGIN}\n{size}\n{base64.b64encode(root).decode()}\n")
 
     return entries, nodes, checkpoint

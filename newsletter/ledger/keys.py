@@ -6,8 +6,9 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-import rfc8785
 from flask import current_app
+
+from .jcs import canonical
 
 
 def ledger_keys() -> list[bytes]:
@@ -49,4 +50,4 @@ def commitment(salt: bytes, personal: Mapping[str, str | None]) -> str:
     Not keyed: anyone holding the salt and the fields (a consent bundle) can
     check it, and without the salt the fields cannot be guessed from it.
     """
-    return hashlib.sha256(salt + rfc8785.dumps(dict(personal))).hexdigest()
+    return hashlib.sha256(salt + canonical(dict(personal))).hexdigest()

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import rfc8785
 from sqlalchemy import select
 
 from ..extensions import db
 from ..models import ConsentEvent, ConsentText, MailingList, PolicyVersion
+from .jcs import canonical
 
 LEAF_VERSION = 1
 # The event columns a leaf is made of (with ``seq`` and the text references).
@@ -107,7 +107,7 @@ def sha256_hex(text: str) -> str:
 
 def timestamp(value: datetime) -> str:
     """An instant as a leaf writes it: UTC, always six fraction digits, ``Z``."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def leaf_document(row: Mapping[Any, Any], texts: Texts) -> dict[str, Any]:
@@ -133,4 +133,4 @@ def leaf_document(row: Mapping[Any, Any], texts: Texts) -> dict[str, Any]:
 
 def leaf_bytes(row: Mapping[Any, Any], texts: Texts) -> bytes:
     """The leaf of one event row in its canonical (RFC 8785) form."""
-    return rfc8785.dumps(leaf_document(row, texts))
+    return canonical(leaf_document(row, texts))
