@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from newsletter.cli import cli
 from newsletter.extensions import db
 from newsletter.ledger import Evidence
+from newsletter.ledger.seal import seal_waiting
 from newsletter.models import (
     AuditEntry,
     Channel,
@@ -31,7 +32,7 @@ from newsletter.subscriptions.lists import set_archived
 from .fixtures.intake import drain_intake
 from .fixtures.smtp import SMTPServer
 from .fixtures.staff import StaffClient
-from .test_check import production
+from .test_check import ledger_files, production  # noqa: F401 - ledger_files is a fixture
 from .test_html_validity import report, vnu_errors
 
 POISON = "poison@example.org"
@@ -270,8 +271,11 @@ def test_check_warns_on_an_old_waiting_row_and_on_failed_rows(
     smtp_server: SMTPServer,
     extra_list: MailingList,
     owner: StaffUser,
+    ledger_files: dict[str, object],  # noqa: F811 - the fixture imported above
 ) -> None:
-    settings = production(database_url, smtp_server, RATELIMIT_STORAGE_URI="memory://")
+    settings = production(
+        database_url, smtp_server, RATELIMIT_STORAGE_URI="memory://", **ledger_files
+    )
     result = run_check(monkeypatch, tmp_path, settings)
     assert "ok      signup intake: 0 signup(s) waiting, none failed" in result.output
 
@@ -286,8 +290,9 @@ def test_check_warns_on_an_old_waiting_row_and_on_failed_rows(
         in result.output
     )
 
-    drain_intake()
+    drain_intake()  # as a worker does, sealing the events it appends
     fail_one(extra_list, owner)
+    seal_waiting()
     result = run_check(monkeypatch, tmp_path, settings)
     assert "is a worker running?" not in result.output
     assert (
