@@ -149,6 +149,35 @@ def test_rotation_keeps_old_checkpoints_verifiable(
     ]
 
 
+def test_after_a_rotation_the_newest_checkpoint_is_cosigned_with_the_new_key(
+    app: Flask,
+    runner: FlaskCliRunner,
+    client: FlaskClient,
+    default_list: MailingList,
+    tmp_path: Path,
+) -> None:
+    """Nothing waits after the rotation: the seal adds the new key's signature to
+    the newest checkpoint, so /ledger/checkpoint verifies with /ledger/key."""
+    key_a = cli(runner, "ledger", "public-key")[1].strip()
+    sign_up("a@example.org")
+    note_a = cli(runner, "ledger", "seal")[1]
+    path_b = tmp_path / "b.key"
+    key_b = cli(runner, "ledger", "keygen", str(path_b))[1].strip()
+    app.config["LEDGER_SIGNING_KEY_FILE"] = str(path_b)
+    assert not verify_note(parse_note(client.get("/ledger/checkpoint").text), parse_vkey(key_b))
+
+    code, note, _ = cli(runner, "ledger", "seal")
+    assert code == 0
+    assert note.startswith(note_a)  # the same checkpoint, one more signature line
+    served = parse_note(client.get("/ledger/checkpoint").text)
+    assert client.get("/ledger/key").text.strip() == key_b
+    assert verify_note(served, parse_vkey(key_b))
+    assert verify_note(served, parse_vkey(key_a))  # the old signature stays
+    assert cli(runner, "ledger", "seal")[1] == note  # signed once
+    code, _, stderr = cli(runner, "ledger", "verify")
+    assert code == 0, stderr
+
+
 def test_seal_waiting_signs_with_the_configured_key(
     app: Flask, default_list: MailingList, tmp_path: Path, runner: FlaskCliRunner
 ) -> None:

@@ -13,7 +13,7 @@ from ..validation import normalise_email
 from .append import PERSONAL_FIELDS
 from .keys import email_digests
 from .leaf import LEAF_COLUMNS, Texts, leaf_bytes, timestamp
-from .proofs import inclusion_proof
+from .proofs import inclusion_proofs
 from .seal import latest_checkpoint
 
 BUNDLE_FORMAT = "newsletter-consent-proof/1"
@@ -121,8 +121,9 @@ def consent_bundle(address: str) -> dict[str, Any]:
     # (Events under two keys cannot share one subject digest in this format.)
     carried = {row["email_digest"] for row in rows}
     subject_digest = next((digest for digest in digests if digest in carried), digests[0])
+    proofs = inclusion_proofs([row["seq"] - 1 for row in rows], checkpoint.size)
     events, text_ids, policy_ids = [], set(), set()
-    for row in rows:
+    for row, proof in zip(rows, proofs, strict=True):
         text_ids.add(row["consent_text_id"])
         policy_ids.add(row["policy_version_id"])
         personal = {name: row[name] for name in PERSONAL_FIELDS if name != "salt"}
@@ -132,9 +133,7 @@ def consent_bundle(address: str) -> dict[str, Any]:
                 "leaf": leaf_bytes(row, texts).decode(),
                 "salt": row["salt"],
                 "personal": personal if row["salt"] is not None else None,
-                "inclusion_proof": [
-                    h.hex() for h in inclusion_proof(row["seq"] - 1, checkpoint.size)
-                ],
+                "inclusion_proof": [step.hex() for step in proof],
             }
         )
     return {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import tuple_
 
@@ -41,6 +41,14 @@ def inclusion_proof(index: int, size: int) -> list[bytes]:
     """The RFC 9162 inclusion proof of leaf ``index`` in the tree of ``size`` leaves."""
     plan = merkle.inclusion_plan(index, size)
     return merkle.prove(plan, stored_nodes(merkle.plan_nodes(plan)))
+
+
+def inclusion_proofs(indexes: Sequence[int], size: int) -> list[list[bytes]]:
+    """The inclusion proofs of several leaves in the tree of ``size`` leaves,
+    from one query for all their nodes."""
+    plans = [merkle.inclusion_plan(index, size) for index in indexes]
+    hashes = stored_nodes(set().union(*(merkle.plan_nodes(plan) for plan in plans)))
+    return [merkle.prove(plan, hashes) for plan in plans]
 
 
 def consistency_proof(old_size: int, new_size: int) -> list[bytes]:

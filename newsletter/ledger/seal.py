@@ -15,10 +15,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from newsletter_verify import EMPTY_ROOT, leaf_hash
+from newsletter_verify import EMPTY_ROOT, leaf_hash, parse_note, parse_vkey, verify_note
 
 from ..bulk import bulk_insert
 from ..database import allow_long_statements
@@ -82,6 +82,7 @@ def seal(limit: int = SEAL_BATCH) -> Sealed:
             )
         end = min(head, tree.size + limit)
         if end == tree.size and latest is not None:
+            latest = _cosign(tree.size, latest)
             log_checkpoints()
             return Sealed(0, tree.size, latest)
         leaves = _leaf_hashes(tree.size, end)
@@ -175,11 +176,35 @@ def _sign(origin: str, size: int, root: bytes) -> str:
     """Sign and store the checkpoint of ``size`` leaves; record the key once."""
     key = signer()
     note = key.sign_note(checkpoint_body(origin, size, root))
-    if not db.session.scalar(select(func.count()).where(LedgerKey.vkey == key.vkey)):
-        db.session.add(LedgerKey(vkey=key.vkey))
+    _record_key(key.vkey)
     db.session.add(LedgerCheckpoint(size=size, root_hash=root.hex(), note=note))
     db.session.flush()
     return note
+
+
+def _record_key(vkey: str) -> None:
+    """Keep a verifier key that signs checkpoints (once)."""
+    if not db.session.scalar(select(func.count()).where(LedgerKey.vkey == vkey)):
+        db.session.add(LedgerKey(vkey=vkey))
+
+
+def _cosign(size: int, note: str) -> str:
+    """The checkpoint of ``size`` with the current key's signature: after the
+    key was rotated, the newest checkpoint gets a second signature line (a
+    signed note may carry several), so that it verifies with the key GET
+    /ledger/key now serves; the note is logged again with it."""
+    key = signer()
+    if verify_note(parse_note(note), parse_vkey(key.vkey)):
+        return note
+    body = parse_note(note).body
+    cosigned = note + key.sign_note(body)[len(body) + 1 :]
+    _record_key(key.vkey)
+    db.session.execute(
+        update(LedgerCheckpoint)
+        .where(LedgerCheckpoint.size == size)
+        .values(note=cosigned, logged_at=None)
+    )
+    return cosigned
 
 
 def latest_checkpoint() -> LedgerCheckpoint | None:

@@ -19,7 +19,7 @@ import threading
 from flask import Flask, current_app
 
 from ..extensions import db
-from ..ledger.seal import seal_due, seal_waiting
+from ..ledger.seal import seal, seal_due, seal_waiting
 from ..ledger.witness_mail import queue_witness_mail, witness_mail_due
 
 log = logging.getLogger(__name__)
@@ -62,12 +62,20 @@ class SealLoop:
         self.thread = threading.Thread(target=self.run, name="seal", daemon=True)
 
     def run(self) -> None:
-        """Seal when due until stopped; a failed round is logged and retried."""
+        """Seal when due until stopped; a failed round is logged and retried.
+
+        The first round seals unconditionally: after a key rotation (a worker
+        restart), the newest checkpoint then carries the new key's signature
+        even when no event waits."""
         half = float(self.app.config["LEDGER_SEAL_INTERVAL"]) / 2
         wait = max(SHORTEST_WAIT, min(LONGEST_WAIT, half))
+        first = True
         while not self.stop.is_set():
             with self.app.app_context():
                 try:
+                    if first:  # a rotated key signs the newest checkpoint at once
+                        seal()
+                    first = False
                     seal_step()
                 except Exception:
                     db.session.rollback()
