@@ -208,7 +208,7 @@ def test_every_imported_row_has_a_ledger_event_with_the_evidence(
         "consented_at": "2024-03-01T00:00:00+00:00",
         "source": "signup form at the fair",
         "import_job": job.id,
-        "imported_by": "importer@example.org",
+        "staff_id": job.created_by_id,
     }
     assert events["carl@example.org"].event == "requested"
     report = seal_and_verify()

@@ -32,7 +32,7 @@ def outcome(encode: Any, value: Any) -> Any:
     """What an encoder makes of a value: its bytes, or the kind of error."""
     try:
         return encode(value)
-    except Exception as exc:  # noqa: BLE001 - the kind is what is compared
+    except Exception as exc:
         return type(exc).__name__
 
 
@@ -49,7 +49,7 @@ def test_canonical_equals_the_rfc8785_package(value: Any) -> None:
         {"n": 2**53},
         {"n": 1.5},
         {"s": "\ud800"},
-        {"s": "\x00\x1f\x7f\u2028\"\\/"},
+        {"s": '\x00\x1f\x7f\u2028"\\/'},
     ],
 )
 def test_the_values_the_plain_encoder_leaves_to_rfc8785(value: Any) -> None:

@@ -78,7 +78,7 @@ class _Known:
 
 
 def apply_rows(
-    rows: list[ImportRow], list_id: int, *, job_id: int, imported_by: str, now: datetime
+    rows: list[ImportRow], list_id: int, *, job_id: int, imported_by: int | None, now: datetime
 ) -> ImportCounts:
     """Write ``rows`` (all valid) to list ``list_id``; the caller commits."""
     counts = ImportCounts()
@@ -108,7 +108,8 @@ def apply_rows(
 
     events: list[PendingEvent] = []
     for row, outcome in changing:
-        details: dict[str, Any] = {"import_job": job_id, "imported_by": imported_by}
+        # The staff member by id: a ledger leaf cannot be erased, so it names no address.
+        details: dict[str, Any] = {"import_job": job_id, "staff_id": imported_by}
         if row.consented_at is not None:
             details["consented_at"] = row.consented_at.isoformat()
         if row.source:

@@ -126,7 +126,7 @@ def _run(claim: Claim, on_progress: Callable[[int], None] | None) -> ImportJob:
         checked.rows,
         list_id,
         job_id=claim.job_id,
-        imported_by=actor.email if actor else "(command line)",
+        imported_by=actor.id if actor else None,
         now=utcnow(),  # the events happen now, not when checking began
     )
     _fenced_finish(

@@ -69,8 +69,8 @@ class ConsentEvent(db.Model):  # type: ignore[name-defined]
     list_id: Mapped[int | None] = mapped_column(ForeignKey("lists.id"))
     consent_text_id: Mapped[int | None] = mapped_column(ForeignKey("consent_texts.id"))
     # The privacy policy in force when the event happened. NULL on
-    # events from before policy versions existed, or while none is imported;
-    # the row hash covers it whenever it is set (see ledger.chain.row_hash).
+    # events from before policy versions existed, or while none is imported.
+    # The leaf binds the version and the SHA-256 of its text (ledger/leaf.py).
     policy_version_id: Mapped[int | None] = mapped_column(ForeignKey("privacy_policies.id"))
     # Keyed pseudonym of the address: survives erasure so a disputed address
     # can still be matched, but reveals nothing without the ledger key.

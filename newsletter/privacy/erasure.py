@@ -7,9 +7,10 @@ What erasure does, in one transaction:
   anew and confirms (``subscriptions.service.confirm`` lifts it);
 - an ``erased`` event is appended to the ledger;
 - the ledger's personal fields (email, ip, user_agent, source_url) of every
-  event of the address are nulled, this one included. They enter the row hash
-  only through ``personal_digest``, so ``newsletter ledger verify``
-  still passes, and the keyed ``email_digest`` still matches a disputed address;
+  event of the address are nulled with the salt of their commitment, this one
+  included. They enter the sealed leaf only through that salted commitment,
+  so ``newsletter ledger verify`` still passes and the leaf links to no one,
+  and the keyed ``email_digest`` still matches a disputed address;
 - deliveries lose their subscriber and their SMTP error text (a refusal
   usually quotes the address); queued ones are skipped by the worker, which
   re-checks every recipient at claim time;
@@ -25,9 +26,10 @@ What erasure does, in one transaction:
 :func:`erase_address` erases by address, for the command line: an address
 may have only intake rows (its signup not yet processed) and no subscriber.
 
-The hashed ``details`` of ledger events never hold an address: a hard
-bounce's SMTP reply is redacted before it is written (campaigns/bounces.py),
-because nothing hashed can be removed later without breaking the chain.
+The ``details`` of ledger events never hold an address (a hard bounce's SMTP
+reply is redacted before it is written, campaigns/bounces.py; staff are named
+by id): they are part of the sealed leaf, and nothing sealed can be removed
+later without breaking the tree.
 """
 
 from __future__ import annotations

@@ -174,7 +174,9 @@ def processing_record() -> str:
                 f"IP minimisation: IP_LOGGING={config['IP_LOGGING']}",
                 "links carry signed tokens that never contain the address; data-copy and "
                 "confirmation links expire",
-                f"consent ledger: keyed hash chain ({ledger_key}); `newsletter ledger verify`",
+                "consent ledger: a Merkle tree of the events under Ed25519-signed "
+                f"checkpoints, address pseudonyms keyed ({ledger_key}); "
+                "`newsletter ledger verify`",
                 f"mail transport: {_relay()}; DKIM signing {dkim}",
                 "public pages set no cookies; Content-Security-Policy allows only this origin",
                 "staff console: argon2 passwords, optional or required TOTP two-factor login, "

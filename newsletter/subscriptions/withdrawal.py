@@ -41,12 +41,13 @@ def withdraw(
     withdrawal, in the caller's transaction.
 
     The others are left as they are, so withdrawing twice logs nothing the
-    second time. A staff ``actor`` is named in each event's details: the
-    ledger must show that the person did not click a link themselves. Returns
+    second time. A staff ``actor`` is named in each event's details, by id
+    (a sealed leaf cannot be erased, so it holds no staff address): the ledger
+    must show that the person did not click a link themselves. Returns
     each list left with the status it had.
     """
     now = utcnow()
-    details = {"staff_id": actor.id, "staff": actor.email} if actor is not None else {}
+    details = {"staff_id": actor.id} if actor is not None else {}
     left: dict[MailingList, SubscriptionStatus] = {}
     for subscription in subscriptions:
         if subscription.status not in WITHDRAWABLE:
