@@ -3,6 +3,9 @@ file, and concurrent sealers."""
 
 from __future__ import annotations
 
+import errno
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -219,3 +222,35 @@ def test_verify_while_events_are_appended_and_sealed_finds_nothing_wrong(
     assert errors == []
     assert len(reports) > 3
     assert [r.problems for r in reports if not r.ok] == []
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from newsletter.ledger.witness import _append
+path = Path(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG)
+limit = path.stat().st_size + 40  # room for part of the note only
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+try:
+    _append(path, sys.argv[2])
+except OSError as exc:
+    print(exc.errno)
+"""
+
+
+def test_a_checkpoint_the_disk_cannot_take_leaves_no_half_note(tmp_path: Path) -> None:
+    """The kernel refuses the write part way (RLIMIT_FSIZE, as a full disk would):
+    the file is cut back to its whole notes, and the next seal writes the note again."""
+    log = tmp_path / "checkpoints.log"
+    log.write_text("first note\n\n")
+    note = "example.org/consent-ledger\n12\n" + "A" * 44 + "\n\n\u2014 sig\n\n"
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(log), note],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.stdout.strip() == str(errno.EFBIG), done.stderr
+    assert log.read_text() == "first note\n\n"

@@ -49,8 +49,18 @@ def log_checkpoints() -> int:
 
 
 def _append(path: Path, text: str) -> None:
-    """Append ``text`` and wait until it is on disk."""
-    with path.open("a", encoding="utf-8") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
+    """Append ``text`` and wait until it is on disk; a write that fails part
+    way (a full disk) is cut back off, so the file holds only whole notes."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        rest = memoryview(text.encode())
+        try:
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+            os.fsync(fd)
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
