@@ -202,18 +202,24 @@ def parse_vkey(text: str) -> Verifier:
     One trailing newline is allowed (a key file). The key hash must be the
     one computed from the name and the key.
     """
-    text = text.removesuffix("\n")
+    name, key_hash, key = key_fields(text.removesuffix("\n"), "verifier key")
+    if ed25519_key_hash(name, key) != key_hash:
+        raise ValueError("verifier key: the key hash does not match the name and key")
+    return Verifier(name, key_hash, Ed25519PublicKey.from_public_bytes(key))
+
+
+def key_fields(text: str, what: str) -> tuple[str, bytes, bytes]:
+    """Split "<name>+<8 lowercase hex key hash>+<base64(0x01 || 32 bytes)>" (the
+    form of verifier and signer keys) into name, key hash and the 32 key bytes."""
     name, _, rest = text.partition("+")
     hash_hex, _, key_b64 = rest.partition("+")
     check_key_name(name)
     if not re.fullmatch(r"[0-9a-f]{8}", hash_hex):
-        raise ValueError("verifier key: the key hash is not 8 lowercase hex digits")
-    key = b64decode(key_b64, "verifier key")
+        raise ValueError(f"{what}: the key hash is not 8 lowercase hex digits")
+    key = b64decode(key_b64, what)
     if key[:1] != ED25519 or len(key) != 33:
-        raise ValueError("verifier key: not an Ed25519 key (0x01 and 32 bytes)")
-    if ed25519_key_hash(name, key[1:]).hex() != hash_hex:
-        raise ValueError("verifier key: the key hash does not match the name and key")
-    return Verifier(name, bytes.fromhex(hash_hex), Ed25519PublicKey.from_public_bytes(key[1:]))
+        raise ValueError(f"{what}: not an Ed25519 key (0x01 and 32 bytes)")
+    return name, bytes.fromhex(hash_hex), key[1:]
 
 
 def parse_note(text: str) -> Note:

@@ -34,6 +34,7 @@ pytest_plugins = [
     "tests.fixtures.browser",
     "tests.fixtures.private_postgres",
     "tests.fixtures.preferences",
+    "tests.fixtures.ledger_history",
 ]
 
 BACKEND = os.environ.get("NEWSLETTER_TEST_BACKEND", "sqlite")

@@ -10,7 +10,6 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 
 import pytest
 import rfc8785
@@ -38,20 +37,10 @@ from newsletter_verify import leaf_hash
 
 from .fixtures.intake import drain_intake
 from .fixtures.ledger import seal_and_verify
-from .fixtures.ledger_history import History, build_history, execute
+from .fixtures.ledger_history import History, execute
 from .fixtures.threads import sign_up_from_threads
 
 ORIGIN_HEADERS = {"Origin": "http://newsletter.test"}
-
-
-@pytest.fixture
-def history(
-    client: FlaskClient,
-    make_list: Callable[..., MailingList],
-    post_form: Callable[..., TestResponse],
-    deliver: Callable[[], list[EmailMessage]],
-) -> History:
-    return build_history(client, make_list, post_form, deliver)
 
 
 # -- a good ledger ----------------------------------------------------------------------------

@@ -9,36 +9,24 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient, FlaskCliRunner
+from flask.testing import FlaskCliRunner
 from sqlalchemy import select
-from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
 from newsletter.ledger import Evidence
 from newsletter.ledger.signing import Signer
-from newsletter.models import Channel, ConsentEvent, MailingList
+from newsletter.models import Channel, ConsentEvent
 from newsletter.privacy.erasure import erase_address
 
 from .conftest import TEST_SECRET
 from .fixtures.intake import SignupRequest, sign_up_now
-from .fixtures.ledger_history import History, build_history
+from .fixtures.ledger_history import History
 
 VERIFIER = Path(__file__).resolve().parent.parent / "newsletter_verify.py"
-
-
-@pytest.fixture
-def history(
-    client: FlaskClient,
-    make_list: Callable[..., MailingList],
-    post_form: Callable[..., TestResponse],
-    deliver: Callable[[], list[EmailMessage]],
-) -> History:
-    return build_history(client, make_list, post_form, deliver)
 
 
 @pytest.fixture

@@ -6,27 +6,23 @@ from __future__ import annotations
 
 import base64
 import shutil
-from collections.abc import Callable
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from flask import Flask
-from flask.testing import FlaskClient, FlaskCliRunner
+from flask.testing import FlaskCliRunner
 from sqlalchemy import select, update
-from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
 from newsletter.ledger import Evidence
 from newsletter.ledger.seal import seal_waiting
 from newsletter.ledger.signing import Signer
 from newsletter.ledger.verify import verify_ledger
-from newsletter.models import Channel, LedgerCheckpoint, LedgerNode, MailingList
+from newsletter.models import Channel, LedgerCheckpoint, LedgerNode
 
 from .fixtures.intake import SignupRequest, sign_up_now
 from .fixtures.ledger_history import (
     History,
-    build_history,
     cut_tail,
     execute,
     places,
@@ -34,16 +30,6 @@ from .fixtures.ledger_history import (
     save,
     verify_cli,
 )
-
-
-@pytest.fixture
-def history(
-    client: FlaskClient,
-    make_list: Callable[..., MailingList],
-    post_form: Callable[..., TestResponse],
-    deliver: Callable[[], list[EmailMessage]],
-) -> History:
-    return build_history(client, make_list, post_form, deliver)
 
 
 def set_node(level: int, idx: int, digest: bytes) -> None:

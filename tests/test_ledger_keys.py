@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable
-from email.message import EmailMessage
 from pathlib import Path
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from sqlalchemy import delete
-from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
 from newsletter.ledger import Evidence
@@ -27,17 +24,7 @@ from newsletter_verify import parse_checkpoint, parse_note, parse_vkey, verify_n
 from .conftest import TEST_SECRET
 from .fixtures.intake import SignupRequest, sign_up_now
 from .fixtures.ledger import seal_and_verify
-from .fixtures.ledger_history import History, build_history
-
-
-@pytest.fixture
-def history(
-    client: FlaskClient,
-    make_list: Callable[..., MailingList],
-    post_form: Callable[..., TestResponse],
-    deliver: Callable[[], list[EmailMessage]],
-) -> History:
-    return build_history(client, make_list, post_form, deliver)
+from .fixtures.ledger_history import History
 
 
 def sign_up(*emails: str) -> None:

@@ -4,38 +4,24 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from datetime import UTC, datetime
-from email.message import EmailMessage
 
 import pytest
 import sqlalchemy as sa
-from flask.testing import FlaskClient, FlaskCliRunner
+from flask.testing import FlaskCliRunner
 from sqlalchemy import select
-from werkzeug.test import TestResponse
 
 from newsletter.extensions import db
 from newsletter.ledger.verify import verify_ledger
-from newsletter.models import ConsentText, MailingList, UTCDateTime
+from newsletter.models import ConsentText, UTCDateTime
 
 from .fixtures.ledger_history import (
     History,
-    build_history,
     event_at,
     execute,
     places,
     verify_cli,
 )
-
-
-@pytest.fixture
-def history(
-    client: FlaskClient,
-    make_list: Callable[..., MailingList],
-    post_form: Callable[..., TestResponse],
-    deliver: Callable[[], list[EmailMessage]],
-) -> History:
-    return build_history(client, make_list, post_form, deliver)
 
 
 def test_the_untouched_history_verifies(history: History, runner: FlaskCliRunner) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from newsletter_verify import ED25519, b64decode, check_key_name, ed25519_key_hash
+from newsletter_verify import ED25519, check_key_name, ed25519_key_hash, key_fields
 
 PRIVATE_PREFIX = "PRIVATE+KEY+"
 NOTE_TEXT = re.compile(r"[^\x00-\x09\x0b-\x1f\ud800-\udfff]+\n", re.DOTALL)
@@ -47,16 +47,9 @@ class Signer:
         text = text.removesuffix("\n")
         if not text.startswith(PRIVATE_PREFIX):
             raise ValueError("signer key: does not start with PRIVATE+KEY+")
-        name, _, rest = text.removeprefix(PRIVATE_PREFIX).partition("+")
-        hash_hex, _, key_b64 = rest.partition("+")
-        check_key_name(name)
-        if not re.fullmatch(r"[0-9a-f]{8}", hash_hex):
-            raise ValueError("signer key: the key hash is not 8 lowercase hex digits")
-        key = b64decode(key_b64, "signer key")
-        if key[:1] != ED25519 or len(key) != 33:
-            raise ValueError("signer key: not an Ed25519 key (0x01 and a 32-byte seed)")
-        signer = cls(name, Ed25519PrivateKey.from_private_bytes(key[1:]))
-        if signer.key_hash.hex() != hash_hex:
+        name, key_hash, seed = key_fields(text.removeprefix(PRIVATE_PREFIX), "signer key")
+        signer = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
+        if signer.key_hash != key_hash:
             raise ValueError("signer key: the key hash does not match the name and key")
         return signer
 
