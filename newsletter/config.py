@@ -37,6 +37,13 @@ DEFAULTS: dict[str, Any] = {
     "LEDGER_CHECKPOINT_LOG": None,
     # The latest checkpoint is mailed here once a day (a witness outside the database).
     "LEDGER_WITNESS_MAILTO": None,
+    # Deliverability (docs/deliverability.md). With BOUNCE_DOMAIN set, every mail
+    # goes out with its own envelope sender bounces+<id>@BOUNCE_DOMAIN (VERP).
+    "BOUNCE_DOMAIN": None,
+    # Soft bounces (mailbox full, greylisting ...): this many within this many
+    # days make a hard bounce.
+    "BOUNCE_SOFT_LIMIT": 3,
+    "BOUNCE_SOFT_DAYS": 7,
     "ALLOWED_ORIGINS": [],
     "CONFIRM_MAX_AGE": 7 * 24 * 3600,
     # A confirmation mail for lists that one sent within this many seconds already

@@ -1,5 +1,6 @@
 """The data model. Import from here: ``from newsletter.models import Subscriber``."""
 
+from .bounces import BounceKind, BounceReport
 from .campaigns import (
     Campaign,
     CampaignStatus,
@@ -29,6 +30,8 @@ from .types import UTCDateTime, utcnow
 
 __all__ = [
     "AuditEntry",
+    "BounceKind",
+    "BounceReport",
     "Campaign",
     "CampaignStatus",
     "Channel",

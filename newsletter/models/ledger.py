@@ -42,6 +42,7 @@ class Channel(enum.StrEnum):
     STAFF = "staff"
     IMPORT = "import"
     SYSTEM = "system"
+    COMPLAINT = "complaint"  # a spam complaint (ARF report or a provider's webhook)
 
 
 class ConsentEvent(db.Model):  # type: ignore[name-defined]

@@ -24,6 +24,7 @@ from ..models import Suppression
 
 BOUNCE = "bounce"
 ERASED = "erased"
+COMPLAINT = "complaint"
 _CHUNK = 1000  # digests per query
 
 

@@ -1,0 +1,1 @@
+"""The deliverability loop: bounces and complaints, from any source, acted on once."""
