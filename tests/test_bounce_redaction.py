@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from newsletter.campaigns.bounces import redacted_reply, suppress_after_bounce
+from newsletter.deliverability.suppress import redacted_reply, suppress_after_bounce
 from newsletter.extensions import db
 from newsletter.ledger import Evidence
 from newsletter.models import Channel, ConsentEvent, ConsentEventType, Subscriber

@@ -7,14 +7,14 @@ from typing import Any
 
 from flask import current_app
 
+from ..deliverability.reports import IncomingReport, record_report
 from ..extensions import db
 from ..fence import BatchCounts
 from ..lease import Lease, settle
 from ..mail.retry import next_attempt
 from ..mail.transport import PermanentFailure, ServerUnavailable
-from ..models import utcnow
+from ..models import BounceKind, utcnow
 from ..models.campaigns import DeliveryStatus
-from .bounces import suppress_after_bounce
 from .claim import DELIVERIES
 
 
@@ -58,8 +58,17 @@ def fail(recipient: Recipient, failure: PermanentFailure, lease: Lease | None = 
     settle(
         DELIVERIES, [recipient.delivery_id], lease=lease, error=error, status=DeliveryStatus.FAILED
     )
-    if failure.hard_bounce:
-        suppress_after_bounce(recipient.email, error)  # commits
+    if failure.hard_bounce:  # commits, counted with the campaign's other bounces
+        record_report(
+            IncomingReport(
+                kind=BounceKind.HARD,
+                source="smtp",
+                dedupe_key=f"delivery:{recipient.delivery_id}",
+                recipient=recipient.email,
+                diagnostic=error,
+                delivery_id=recipient.delivery_id,
+            )
+        )
     else:
         db.session.commit()
 

@@ -24,7 +24,6 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from ..campaigns.bounces import redacted_reply, suppress_after_bounce
 from ..extensions import db
 from ..ledger import Evidence
 from ..ledger.keys import email_digest
@@ -42,6 +41,7 @@ from ..subscriptions import suppression
 from ..subscriptions.withdrawal import withdraw
 from ..transaction import transactional
 from ..validation import InvalidInput, normalise_email
+from .suppress import redacted_reply, suppress_after_bounce
 
 SOURCES = frozenset({"smtp", "imap", "postmark", "mailgun", "sendgrid", "ses"})
 
@@ -57,6 +57,7 @@ class IncomingReport:
     verp: str | None = None
     occurred_at: datetime | None = None
     diagnostic: str = ""
+    delivery_id: int | None = None  # known to the sender itself (an SMTP refusal)
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ def _resolve(report: IncomingReport) -> _Target:
     """The mail and person a report is about: by its VERP address when it has
     one of ours, else by the recipient address it names."""
     named = parse_verp(report.verp) if report.verp else None
+    if report.delivery_id is not None:
+        named = ("d", report.delivery_id)
     if named is not None:
         kind, row_id = named
         if kind == "d":

@@ -27,7 +27,7 @@ What erasure does, in one transaction:
 may have only intake rows (its signup not yet processed) and no subscriber.
 
 The ``details`` of ledger events never hold an address (a hard bounce's SMTP
-reply is redacted before it is written, campaigns/bounces.py; staff are named
+reply is redacted before it is written, deliverability/suppress.py; staff are named
 by id): they are part of the sealed leaf, and nothing sealed can be removed
 later without breaking the tree.
 """

@@ -1,6 +1,6 @@
 """The suppression list: addresses never to mail again, kept as keyed digests.
 
-An address goes on the list after a hard bounce (``campaigns/bounces.py``,
+An address goes on the list after a hard bounce (``deliverability/suppress.py``,
 reason ``bounce``) and when it is erased (``privacy/erasure.py``, reason
 ``erased``). It comes off only when the person signs up anew and confirms
 (``service.confirm``). The list stores the address's keyed digest
