@@ -47,6 +47,7 @@ VERBATIM = frozenset(
         "Content-Transfer-Encoding",
         "List-Unsubscribe",
         "List-Unsubscribe-Post",
+        "Feedback-ID",
     }
 )
 HEADER_NAMES = TEXT | ADDRESS | VERBATIM | {LIST_ID}
