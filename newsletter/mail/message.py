@@ -64,15 +64,46 @@ def wire_address(address: str) -> str:
     return result.ascii_email or result.normalized
 
 
+MAX_QP_LINE = 76  # RFC 2045 6.7 (5): encoded lines, not counting the CRLF
+EQUALS = ord("=")
+
+
 def quoted_printable(text: str) -> bytes:
-    """UTF-8 quoted-printable with CRLF line ends, as RFC 2045 wants on the wire.
+    """UTF-8 quoted-printable with CRLF line ends, as RFC 2045 wants on the wire,
+    no line longer than 76 characters.
 
     A lone CR (old Mac line ends) would go out raw, and RFC 5322 allows CR only
     in CRLF: like universal newlines, it is read as a line end.
+
+    ``binascii.b2a_qp`` writes a line's trailing space or tab as "=20"/"=09"
+    after it has already filled the line, which makes 77 or 78 characters
+    (SpamAssassin: MIME_QP_LONG_LINE): such lines are broken once more here.
     """
     lines = text.replace("\r\n", "\n").replace("\r", "\n")
     encoded = binascii.b2a_qp(lines.encode("utf-8"))
+    if len(encoded) > MAX_QP_LINE and any(len(line) > MAX_QP_LINE for line in encoded.split(b"\n")):
+        encoded = b"\n".join(map(_short_lines, encoded.split(b"\n")))
     return encoded.replace(b"\n", CRLF)
+
+
+def _short_lines(line: bytes) -> bytes:
+    """An encoded line as lines of at most 76 characters joined by soft line
+    breaks ("=" and a line end, which decode to nothing), never cut inside an
+    "=XX" escape. A trailing "=" (a soft break already) stays at the end."""
+    if len(line) <= MAX_QP_LINE:
+        return line
+    pieces: list[bytes] = []
+    start = 0
+    while len(line) - start > MAX_QP_LINE:
+        cut = start + MAX_QP_LINE - 1  # room for the "=" of the soft break
+        if line[cut - 1] == EQUALS:
+            cut -= 1
+        elif line[cut - 2] == EQUALS:
+            cut -= 2
+        pieces.append(line[start:cut] + b"=")
+        start = cut
+    pieces.append(line[start:])
+    return b"\n".join(pieces)
 
 
 def alternative(headers: list[bytes], text: bytes, html: bytes) -> bytes:
