@@ -1,4 +1,4 @@
-"""Campaign composition: Markdown -> sanitised HTML in the mail layout, plus plain text.
+"""Campaign composition: Markdown -> sanitised HTML in the mail layout, plus readable plain text.
 
 Rendering is done once per campaign and layout language. The result is a pair
 of templates in which only the personal parts (name, unsubscribe and
@@ -26,6 +26,7 @@ from flask import current_app, render_template
 from markdown_it import MarkdownIt
 
 from ..models.campaigns import Campaign, CampaignRendering
+from .plaintext import markdown_text
 
 # Placeholders: letters and digits only, so Markdown (where _ and * mean
 # emphasis), the sanitiser and the CSS inliner all leave them untouched.
@@ -85,6 +86,12 @@ def markdown_to_safe_html(markdown: str) -> str:
     )
 
 
+def markdown_to_text(markdown: str) -> str:
+    """Markdown as the readable plain text of the mail's text part (links as
+    ``text (url)``), read by the same parser as the HTML (see plaintext.py)."""
+    return markdown_text(markdown, _markdown)
+
+
 def _origin(url: str) -> str | None:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else None
@@ -106,7 +113,7 @@ def render_campaign(subject: str, markdown: str, list_name: str) -> RenderedCamp
     body_html = markdown_to_safe_html(markdown)
     page = render_template("mail/campaign.html", body=body_html, **context)
     inlined = css_inline.inline(page)
-    text = render_template("mail/campaign.txt", body=markdown.strip(), **context)
+    text = render_template("mail/campaign.txt", body=markdown_to_text(markdown), **context)
     return RenderedCampaign(subject=subject, html=inlined, text=text)
 
 
