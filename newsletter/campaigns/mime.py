@@ -30,13 +30,20 @@ class CampaignEnvelope:
     list_id: bytes  # the List-Id: line
     domain: str  # for Message-ID
     extra_unsubscribe: str = ""  # ", <mailto:...>" when configured
+    feedback_id: bytes = b""  # the Feedback-ID: line, when there is one
 
 
 def make_envelope(
-    sender: str, subject: str, list_id: str | Mailbox, domain: str, mailto: str = ""
+    sender: str,
+    subject: str,
+    list_id: str | Mailbox,
+    domain: str,
+    mailto: str = "",
+    feedback_id: str = "",
 ) -> CampaignEnvelope:
     """Encode the invariant headers once for a campaign (by header_line, as every
-    header; ``list_id`` is the list's name and identifier)."""
+    header; ``list_id`` is the list's name and identifier; ``feedback_id`` the
+    bulk-mail Feedback-ID, see mail.render.feedback_id)."""
     from_box = Mailbox.parse(sender)
     return CampaignEnvelope(
         # A non-ASCII sender address goes out with SMTPUTF8 (OutgoingMail.needs_smtputf8).
@@ -45,6 +52,7 @@ def make_envelope(
         list_id=header_line("List-Id", list_id),
         domain=domain,
         extra_unsubscribe=f", <mailto:{mailto}?subject=unsubscribe>" if mailto else "",
+        feedback_id=header_line("Feedback-ID", feedback_id) if feedback_id else b"",
     )
 
 
@@ -94,6 +102,8 @@ def build_encoded(
         header_line("List-Unsubscribe", unsubscribe),
         header_line("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
     ]
+    if envelope.feedback_id:
+        headers.append(envelope.feedback_id)
     return alternative(headers, text, html)
 
 

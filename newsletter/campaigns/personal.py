@@ -16,6 +16,7 @@ from ..extensions import db
 from ..mail.dkim import sign_message
 from ..mail.headers import Mailbox
 from ..mail.message import OutgoingMail, wire_address
+from ..mail.render import feedback_id, returning_to
 from ..models.campaigns import Campaign, CampaignRendering
 from ..tokens import Purpose, make_token
 from ..urls import external_url, mail_domain
@@ -79,6 +80,7 @@ def load_content(campaign_id: int, locales: Collection[str] | None = None) -> Ca
         Mailbox(mailing_list.name, f"{mailing_list.slug}.{mail_domain()}"),
         mail_domain(),
         current_app.config.get("MAIL_UNSUBSCRIBE_MAILTO") or "",
+        feedback_id(campaign.id, mailing_list.slug),
     )
     return CampaignContent(
         envelope,
@@ -116,7 +118,8 @@ class LinkTemplates:
 
 def render(recipient: Recipient, content: CampaignContent, links: LinkTemplates) -> OutgoingMail:
     """The signed (when configured) message for one recipient, its layout in
-    the recipient's language."""
+    the recipient's language, sent from the delivery's own envelope sender
+    when BOUNCE_DOMAIN is set (mail.render.returning_to)."""
     html_body, text_body = content.bodies(recipient.locale)
     unsubscribe = links.unsubscribe.replace(
         TOKEN_SLOT, make_token(Purpose.UNSUBSCRIBE, recipient.token_key, (recipient.list_id,))
@@ -132,4 +135,5 @@ def render(recipient: Recipient, content: CampaignContent, links: LinkTemplates)
         text=text_body.fill(values),
         html=html_body.fill({key: html.escape(value) for key, value in values.items()}),
     )
-    return OutgoingMail(content.sender_address, address, sign_message(message))
+    mail = OutgoingMail(content.sender_address, address, sign_message(message))
+    return returning_to(mail, "d", recipient.delivery_id)
