@@ -82,11 +82,9 @@ def check_age(timestamp: float, call: WebhookCall, settings: Mapping[str, Any]) 
 def text(value: Any, field: str, *, limit: int = MAX_FIELD, required: bool = True) -> str | None:
     """A string field that is safe to store and log: no NUL, CR, LF or lone
     surrogate, at most ``limit`` characters; ``Rejected(400)`` otherwise."""
-    if value is None and not required:
+    if not required and (value is None or (isinstance(value, str) and not value.strip())):
         return None
     if not isinstance(value, str) or not value.strip():
-        if not required and value in ("", None):
-            return None
         raise Rejected(400, f"{field}: not a string")
     if len(value) > limit:
         raise Rejected(400, f"{field}: too long")
@@ -163,6 +161,11 @@ def mapping(value: Any, field: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
         raise Rejected(400, f"{field}: not an object")
     return value
+
+
+def part(value: Any) -> Mapping[str, Any]:
+    """An optional nested object: itself, or empty when it is anything else."""
+    return value if isinstance(value, dict) else {}
 
 
 class ReplayMemory:
