@@ -272,13 +272,40 @@ def test_more_than_ten_spf_lookups_are_an_error(key: KeyPair) -> None:
     assert "more than 10 DNS lookups" in finding.message
 
 
-def test_an_spf_include_loop_ends(key: KeyPair) -> None:
+def test_an_spf_include_loop_is_an_error(key: KeyPair) -> None:
     private, public = key
     zone = zone_for(public, spf=["v=spf1 include:loop.example.net -all"])
     zone.add_txt("loop.example.net", f"v=spf1 include:{DOMAIN} -all")
     finding = only(findings(zone, private), "SPF")
+    assert finding.level == "error"
+    assert "include loop example.org -> loop.example.net -> example.org" in finding.message
+
+
+def test_an_spf_include_without_a_record_is_an_error(key: KeyPair) -> None:
+    private, public = key
+    zone = zone_for(public, spf=["v=spf1 include:_spf.example.net include:gone.example.net -all"])
+    finding = only(findings(zone, private), "SPF")
+    assert finding.level == "error"
+    assert "include:gone.example.net has no SPF record(s): SPF fails with permerror" in (
+        finding.message
+    )
+
+
+def test_the_same_include_twice_counts_twice(key: KeyPair) -> None:
+    private, public = key
+    zone = zone_for(
+        public, spf=["v=spf1 include:_spf.example.net mx include:_spf.example.net -all"]
+    )
+    finding = only(findings(zone, private), "SPF")
     assert finding.level == "ok"
-    assert "2 DNS lookup(s)" in finding.message
+    assert finding.message.endswith("; 3 DNS lookup(s)")
+
+
+def test_a_resolver_that_refuses_is_named_per_record(key: KeyPair) -> None:
+    private, _ = key
+    found = findings(Zone(), private)  # serves nothing: REFUSED for every name
+    assert {f.level for f in found} == {"error"}
+    assert "the resolver failed on example.org TXT: REFUSED" in found[0].message
 
 
 # --- DKIM --------------------------------------------------------------------

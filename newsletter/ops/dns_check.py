@@ -109,6 +109,9 @@ def parse_spf(text: str) -> SpfRecord | None:
         elif name in SPF_LOOKUP_TERMS:
             domain = _spf_domain(rest) if rest else None
             lookups.append((name, domain))
+    if all_qualifier is not None and redirect is not None:  # RFC 7208 section 6.1
+        redirect = None
+        lookups = [term for term in lookups if term[0] != "redirect"]
     return SpfRecord(text, all_qualifier, redirect, tuple(lookups))
 
 
@@ -417,11 +420,16 @@ def _spf(lookup: Lookup, domain: str) -> list[Finding]:
     assert record is not None  # is_spf held
     findings: list[Finding] = []
     ending, level = _spf_ending(lookup, record)
+    problems: list[str] = []
     try:
-        count = count_spf_lookups(lookup, record, {domain})
+        count = count_spf_lookups(lookup, record, (domain,), problems)
     except LookupFailed as exc:
         return [Finding("error", label, f"an include or redirect cannot be looked up: {exc}")]
-    if count > SPF_LOOKUP_LIMIT:
+    findings += [
+        Finding("error", label, f"{problem}: SPF fails with permerror (RFC 7208 section 5.2)")
+        for problem in problems
+    ]
+    if count > SPF_LOOKUP_LIMIT and not problems:
         findings.append(
             Finding(
                 "error",
@@ -430,7 +438,7 @@ def _spf(lookup: Lookup, domain: str) -> list[Finding]:
                 "redirect, counted through includes): SPF fails with permerror; flatten it",
             )
         )
-    else:
+    elif not problems:
         ending += f"; {count} DNS lookup(s)"
     findings.append(Finding(level, label, ending))
     return findings
@@ -471,22 +479,35 @@ def _spf_ending(lookup: Lookup, record: SpfRecord) -> tuple[str, str]:
     return "no all term: other hosts are neutral; end it with -all or ~all", "warning"
 
 
-def count_spf_lookups(lookup: Lookup, record: SpfRecord, seen: set[str]) -> int:
-    """The DNS-querying terms of ``record`` and of every include and redirect it
-    reaches; stops counting once past the limit, and at a loop (itself a permerror)."""
-    total = 0
+def count_spf_lookups(
+    lookup: Lookup,
+    record: SpfRecord,
+    chain: tuple[str, ...],
+    problems: list[str],
+    used: int = 0,
+) -> int:
+    """``used`` plus the DNS-querying terms of ``record`` and of every include and
+    redirect it reaches, each time it is reached, as an evaluator counts them;
+    stops once past the limit. An include or redirect to a name without exactly
+    one SPF record, or back into ``chain``, is a permerror and goes to ``problems``."""
+    total = used
     for name, domain in record.lookups:
         total += 1
         if total > SPF_LOOKUP_LIMIT:
             return total
-        if name in ("include", "redirect") and domain and domain not in seen:
-            seen.add(domain)
-            texts = [text for text in lookup.txt(domain) if is_spf(text)]
-            inner = parse_spf(texts[0]) if len(texts) == 1 else None
-            if inner is not None:
-                total += count_spf_lookups(lookup, inner, seen)
-                if total > SPF_LOOKUP_LIMIT:
-                    return total
+        if name not in ("include", "redirect") or not domain:
+            continue
+        if domain in chain:
+            problems.append(f"{name} loop {' -> '.join((*chain, domain))}")
+            return total
+        texts = [text for text in lookup.txt(domain) if is_spf(text)]
+        inner = parse_spf(texts[0]) if len(texts) == 1 else None
+        if inner is None:
+            problems.append(f"{name}:{domain} has {len(texts) or 'no'} SPF record(s)")
+            continue
+        total = count_spf_lookups(lookup, inner, (*chain, domain), problems, total)
+        if total > SPF_LOOKUP_LIMIT:
+            return total
     return total
 
 
