@@ -105,6 +105,25 @@ DEFAULTS: dict[str, Any] = {
     "RATELIMIT_HEADERS_ENABLED": True,
     "SIGNUP_RATE_LIMIT": "10 per minute;60 per hour",
     "MAX_CONTENT_LENGTH": 64 * 1024,
+    # Bounce webhooks at /webhooks/bounces/<provider> (web/webhooks.py). A
+    # provider whose credentials are unset answers 404. A signed timestamp
+    # older (or newer) than WEBHOOK_MAX_AGE seconds is refused; a body may be
+    # WEBHOOK_MAX_BYTES (providers send events in batches).
+    "WEBHOOK_MAX_AGE": 300,
+    "WEBHOOK_MAX_BYTES": 1024 * 1024,
+    # Postmark signs nothing: put these Basic credentials in its webhook URL.
+    "POSTMARK_WEBHOOK_USERNAME": "",
+    "POSTMARK_WEBHOOK_PASSWORD": "",
+    # Mailgun: the HTTP webhook signing key (HMAC-SHA256 of timestamp + token).
+    "MAILGUN_WEBHOOK_SIGNING_KEY": "",
+    # SendGrid Signed Event Webhook: its verification key (base64 DER or PEM).
+    "SENDGRID_WEBHOOK_PUBLIC_KEY": "",
+    # Amazon SES via SNS: the topics whose messages are accepted, and the SNS
+    # signing certificates, pinned (nothing is fetched): SigningCertURL -> PEM,
+    # and/or a directory of <name>.pem files named as in the URL.
+    "SES_SNS_TOPIC_ARNS": [],
+    "SES_SNS_CERTIFICATES": {},
+    "SES_SNS_CERTIFICATE_DIR": "",
     # Signup intake (subscriptions/intake.py): a public signup stores one row
     # and answers; a worker takes up to BATCH rows at a time for LEASE seconds
     # and gives a row up as failed after MAX_ATTEMPTS claims. The open lists,

@@ -64,6 +64,7 @@ def init_app(app: Flask) -> None:
         privacy,
         public,
         signup,
+        webhooks,
     )
 
     app.register_blueprint(public.bp)
@@ -72,6 +73,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(archive.bp)
     app.register_blueprint(privacy.bp)
     app.register_blueprint(ledger.bp)
+    app.register_blueprint(webhooks.bp)
     if app.debug and not app.config.get("MAIL_SERVER"):
         app.register_blueprint(devmailbox.bp)
     app.jinja_env.globals["get_locale"] = get_locale

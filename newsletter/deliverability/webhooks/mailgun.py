@@ -3,7 +3,9 @@
 Mailgun signs ``timestamp`` + ``token`` with HMAC-SHA256 under the webhook
 signing key (MAILGUN_WEBHOOK_SIGNING_KEY), the signature in hex. The
 timestamp must lie within WEBHOOK_MAX_AGE of now, and a token is accepted
-once (see ``Verified.replay_key``).
+once (see ``Verified.replay_key``). Mailgun's signature covers the timestamp
+and token only, not ``event-data``: what keeps a captured signature from
+carrying other events is HTTPS, the replay window and the one-time token.
 
 ``failed`` with severity ``permanent`` is a hard bounce, ``temporary`` a soft
 one; ``complained`` is a complaint; other events report nothing. The dedupe
