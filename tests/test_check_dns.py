@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from flask import Config
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from newsletter.cli import cli
@@ -534,3 +535,25 @@ def _no_real_network(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _refuse(*args: object) -> None:
     raise AssertionError("the system resolver was asked")
+
+
+ZONE_TEXT = st.text(
+    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters=',"\\'),
+    min_size=1,
+    max_size=600,
+)
+
+
+@hypothesis_settings(max_examples=15, deadline=None)
+@given(
+    spf=st.lists(st.one_of(ZONE_TEXT, st.builds("v=spf1 {}".format, ZONE_TEXT)), max_size=2),
+    dkim=st.lists(st.one_of(ZONE_TEXT, st.builds("v=DKIM1; p={}".format, ZONE_TEXT)), max_size=2),
+    dmarc=st.lists(st.one_of(ZONE_TEXT, st.builds("v=DMARC1; {}".format, ZONE_TEXT)), max_size=2),
+)
+def test_any_served_records_give_findings_not_exceptions(
+    key: KeyPair, spf: list[str], dkim: list[str], dmarc: list[str]
+) -> None:
+    private, public = key
+    found = findings(zone_for(public, spf=spf, dkim=dkim, dmarc=dmarc), private)
+    assert {"SPF example.org", "DKIM news2026._domainkey.example.org"} <= {f.setting for f in found}
+    assert any(f.setting.startswith("DMARC") for f in found)
