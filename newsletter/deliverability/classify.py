@@ -110,7 +110,10 @@ def _classify(
         return _complaints(msg, key_base, sent, verp_candidates, bounce_domain, now)
     dsn = list(_dsn_recipients(msg, now))
     verp = _verp([*verp_candidates, *_dsn_senders(msg)], bounce_domain)
-    temporary, permanent = all_failures(msg)
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception:  # a detector that trips over a message (no From, say) finds nothing
+        temporary, permanent = frozenset(), frozenset()
     reports = _bounces(temporary, permanent, dsn, key_base, sent, verp)
     if reports or dsn:
         # A DSN whose recipients were all delivered, relayed or expanded asks
