@@ -110,6 +110,7 @@ def _make_group() -> FlaskGroup:
 def _product_commands() -> list[click.Command]:
     from .campaigns.commands import campaign_cli
     from .deliverability.commands import bounces_cli
+    from .deliverability.report_commands import report_cli
     from .imports.commands import import_command
     from .ledger.commands import consent_cli, ledger_cli
     from .privacy.commands import policy_cli, privacy_cli, purge_command
@@ -133,6 +134,7 @@ def _product_commands() -> list[click.Command]:
         privacy_cli,
         purge_command,
         bounces_cli,
+        report_cli,
     ]
 
 

@@ -44,6 +44,12 @@ DEFAULTS: dict[str, Any] = {
     # days make a hard bounce.
     "BOUNCE_SOFT_LIMIT": 3,
     "BOUNCE_SOFT_DAYS": 7,
+    # A sending campaign pauses itself, and says why, when its complaint rate
+    # passes 0.3 % (the Gmail/Yahoo line) or its hard-bounce rate passes this
+    # share, once at least CAMPAIGN_PAUSE_MIN_SENDS of its mails have gone out
+    # (deliverability/autopause.py).
+    "CAMPAIGN_PAUSE_HARD_BOUNCE_RATE": 0.05,
+    "CAMPAIGN_PAUSE_MIN_SENDS": 1000,
     "ALLOWED_ORIGINS": [],
     "CONFIRM_MAX_AGE": 7 * 24 * 3600,
     # A confirmation mail for lists that one sent within this many seconds already

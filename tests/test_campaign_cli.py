@@ -42,7 +42,7 @@ Deliver = Callable[[], list[EmailMessage]]
 Subscribed = Callable[..., EmailMessage]
 JSON_KEYS = {
     "id", "status", "total", "queued", "sent", "failed", "skipped", "cancelled", "rate",
-    "eta_seconds", "taken_over", "possibly_duplicated",
+    "eta_seconds", "taken_over", "possibly_duplicated", "pause_reason",
 }  # fmt: skip
 BODY = "# Nyt fra os\n\nHej {{ name }}, her er ugens nyt om æøå.\n"
 
@@ -359,7 +359,7 @@ def test_status_counts_after_a_real_worker_run(
     assert before == {
         "id": campaign_id, "status": "sending", "total": 4, "queued": 4, "sent": 0,
         "failed": 0, "skipped": 0, "cancelled": 0, "rate": 0.0, "eta_seconds": None,
-        "taken_over": 0, "possibly_duplicated": 0,
+        "taken_over": 0, "possibly_duplicated": 0, "pause_reason": None,
     }  # fmt: skip
 
     smtp_server.recorder.refuse["gone@example.org"] = "550 5.1.1 no such user"
@@ -373,7 +373,7 @@ def test_status_counts_after_a_real_worker_run(
     assert {k: after[k] for k in JSON_KEYS - {"rate"}} == {
         "id": campaign_id, "status": "done", "total": 4, "queued": 0, "sent": 2,
         "failed": 1, "skipped": 1, "cancelled": 0, "eta_seconds": 0.0,
-        "taken_over": 0, "possibly_duplicated": 0,
+        "taken_over": 0, "possibly_duplicated": 0, "pause_reason": None,
     }  # fmt: skip
     assert isinstance(after["rate"], float)
     assert after["rate"] > 0

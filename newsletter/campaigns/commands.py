@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 from flask.cli import AppGroup
 
+from ..deliverability.autopause import describe
 from ..validation import InvalidInput
 from .service import (
     CampaignStateError,
@@ -130,3 +131,5 @@ def status_command(campaign_id: int, as_json: bool) -> None:
         f"{progress.taken_over} taken over from a lost worker, "
         f"up to {progress.possibly_duplicated} possibly sent twice"
     )
+    if progress.pause_reason:
+        click.echo(describe(progress.pause_reason))

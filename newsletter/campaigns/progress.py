@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import func, select
 
@@ -40,6 +40,8 @@ class CampaignProgress:
     # bound of those that worker may have sent unrecorded (campaigns/claim.py).
     taken_over: int = 0
     possibly_duplicated: int = 0
+    # Why the campaign paused itself (deliverability/autopause.py), if it did.
+    pause_reason: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready."""
@@ -80,6 +82,7 @@ def campaign_progress(campaign_id: int) -> CampaignProgress:
         eta_seconds=round(eta, 1) if eta is not None else None,
         taken_over=campaign.taken_over,
         possibly_duplicated=campaign.possibly_duplicated,
+        pause_reason=campaign.pause_reason,
     )
 
 

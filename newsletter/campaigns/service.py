@@ -244,6 +244,8 @@ def _change_status(
         action = "campaign.resume"
     else:
         campaign.status, action = CampaignStatus.PAUSED, "campaign.pause"
+    if not cancel:  # a staff pause or resume: no automatic reason applies (any longer)
+        campaign.pause_reason = None
     _audit_status(actor, action, campaign, before, ip)
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -57,6 +58,10 @@ class Campaign(db.Model):  # type: ignore[name-defined]
     # recording it (per lost lease, one fence chunk at most: campaigns/claim.py).
     taken_over: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     possibly_duplicated: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    # Why the campaign paused itself (deliverability/autopause.py): the rule,
+    # the rate and the counts behind it. NULL when it did not, or after staff
+    # paused or resumed it.
+    pause_reason: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     mailing_list: Mapped[MailingList] = relationship()
     renderings: Mapped[list[CampaignRendering]] = relationship(
