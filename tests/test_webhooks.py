@@ -231,6 +231,28 @@ def test_unknown_or_unconfigured_provider_is_404(
     assert rows() == before
 
 
+def test_sns_subscription_confirmation_is_answered_and_writes_nothing(
+    client: FlaskClient, reader: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = rows()
+    message = calls.sns_message(kind="SubscriptionConfirmation")
+    headers = {"x-amz-sns-message-type": "SubscriptionConfirmation"}
+    response = post(client, "ses", json.dumps(message).encode(), headers)
+    assert response.status_code == 200
+    assert response.get_json()["reports"] == 0
+    assert message["SubscribeURL"] in caplog.text
+    assert rows() == before
+
+
+def test_a_hostile_provider_name_is_404_and_logged_quoted(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = client.post("/webhooks/bounces/x%0d%0aforged", data=b"{}")
+    assert response.status_code == 404
+    assert "\nforged" not in caplog.text
+    assert "forged" in caplog.text
+
+
 def test_postmark_asks_for_basic_credentials(client: FlaskClient) -> None:
     response = post(client, "postmark", b"{}", {})
     assert response.status_code == 401

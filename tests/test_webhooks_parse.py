@@ -285,6 +285,16 @@ def test_ses_bounce_sample_is_a_hard_bounce_per_recipient() -> None:
         )
 
 
+def test_sns_subject_is_signed_when_present() -> None:
+    message = calls.sns_message(calls.sample("ses_bounce.json"), subject="Amazon SES Bounce")
+    body = json.dumps(message).encode()
+    assert len(reports_of(ses, body, {})) == 1
+    message["Subject"] = "Another subject"
+    assert refused(ses, json.dumps(message).encode(), {}) == 403
+    del message["Subject"]
+    assert refused(ses, json.dumps(message).encode(), {}) == 403
+
+
 def test_ses_transient_and_undetermined_bounces_are_soft() -> None:
     notification = calls.sample("ses_bounce.json")
     for bounce_type in ("Transient", "Undetermined"):

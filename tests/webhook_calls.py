@@ -139,12 +139,15 @@ def sns_message(
     message_id: str | None = None,
     cert_url: str = CERT_URL,
     topic: str = TOPIC,
+    subject: str | None = None,
 ) -> dict[str, Any]:
     """An SNS message (the documented envelope) carrying ``notification``, signed."""
     if kind == "Notification":
         message = sample("sns_envelope.json")
         message["Message"] = json.dumps(notification)
         message.pop("Subject", None)
+        if subject is not None:
+            message["Subject"] = subject
     else:
         message = sample("sns_subscription_confirmation.json")
         message["Type"] = kind

@@ -40,7 +40,7 @@ def _replay_memory() -> ReplayMemory:
 
 
 def _refuse(provider: str, rejected: Rejected) -> Response:
-    log.warning("webhook %s refused (%s): %s", provider, rejected.status, rejected.reason)
+    log.warning("webhook %r refused (%s): %s", provider[:40], rejected.status, rejected.reason)
     response = jsonify(error="refused")
     response.status_code = rejected.status
     if rejected.status == 401:
@@ -53,7 +53,7 @@ def receive(provider: str) -> ResponseReturnValue:
     """Authenticate, parse, and record every report of one provider call."""
     module = PROVIDERS.get(provider)
     if module is None:
-        return _refuse(provider[:20], Rejected(404, "unknown provider"))
+        return _refuse(provider, Rejected(404, "unknown provider"))
     call = WebhookCall(
         headers={k.lower(): v for k, v in request.headers.items()},
         body=request.get_data(cache=False),
