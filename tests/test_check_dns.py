@@ -409,6 +409,17 @@ def test_a_subdomain_sender_uses_the_parent_dmarc_record(key: KeyPair) -> None:
     }
 
 
+def test_two_senders_under_one_dmarc_record_name_its_gaps_once(key: KeyPair) -> None:
+    private, public = key
+    zone = zone_for(public, dmarc=["v=DMARC1; p=reject"])
+    found = findings(zone, private, MAIL_TRANSACTIONAL_SENDER=f"service@mail.{DOMAIN}")
+    rua = [f for f in found if "no rua=" in f.message]
+    assert len(rua) == 1
+    assert levels(found)[
+        "DMARC _dmarc.example.org: p=reject (for mail.example.org, from the parent domain)"
+    ]
+
+
 def test_strict_alignment_with_another_dkim_domain_fails(key: KeyPair) -> None:
     private, public = key
     zone = zone_for(public, dmarc=[f"{DMARC}; adkim=s; aspf=s"])

@@ -389,7 +389,8 @@ def run_dns_checks(config: Config) -> list[Finding]:
                 Finding("error", "DNS_RESOLVER", f"{exc}; the remaining DNS checks were not made")
             )
             break
-    return findings
+    # Two From domains under one DMARC record would repeat its findings.
+    return list(dict.fromkeys(findings))
 
 
 def _spf(lookup: Lookup, domain: str) -> list[Finding]:
