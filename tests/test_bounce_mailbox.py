@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import email
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from sqlalchemy import select
 from newsletter.campaigns.service import create_campaign, start_campaign
 from newsletter.deliverability.classify import Unreadable, classify
 from newsletter.deliverability.fetch import fetch_due
-from newsletter.deliverability.imap import MailboxError, parse_url, quote_mailbox
+from newsletter.deliverability.imap import Mailbox, MailboxError, parse_url, quote_mailbox
 from newsletter.extensions import db
 from newsletter.ledger.keys import email_digest
 from newsletter.mail.verp import envelope_sender
@@ -36,7 +36,15 @@ from newsletter.models import (
     Suppression,
 )
 
-from .fixtures.dovecot import DovecotMailbox, dovecot, dovecot_server  # noqa: F401
+from .fixtures.dovecot import (  # noqa: F401
+    DovecotMailbox,
+    DovecotServer,
+    TLSFiles,
+    dovecot,
+    dovecot_server,
+    make_tls_files,
+    running_dovecot,
+)
 
 DATA = Path(__file__).parent / "data" / "bounces"
 FLUFL = DATA / "flufl"
@@ -480,3 +488,74 @@ def test_the_worker_task_runs_once_an_interval_and_never_raises(
     assert fetch_due(app, now=2000.0) is None
     app.config["BOUNCE_IMAP_URL"] = ""
     assert fetch_due(app, now=3000.0) is None
+
+
+# --- TLS: imaps:// and STARTTLS against Dovecot with a certificate of a private CA -------
+
+
+@pytest.fixture(scope="module")
+def tls_dovecot(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[DovecotServer, TLSFiles]]:
+    home = tmp_path_factory.mktemp("dovecot-tls")
+    tls = make_tls_files(home)
+    with running_dovecot(home, tls) as server:
+        yield server, tls
+
+
+def test_imaps_and_starttls_read_the_mailbox_with_the_private_ca(
+    app: Flask,
+    reader: Subscriber,
+    tls_dovecot: tuple[DovecotServer, TLSFiles],
+    runner: FlaskCliRunner,
+) -> None:
+    server, tls = tls_dovecot
+    box = DovecotMailbox(server, "tlsuser", server.password)
+    app.config["BOUNCE_DOMAIN"] = DOMAIN
+    verp = delivery_verp()
+    for scheme, port, message_id in (
+        ("imaps", server.tls_port, "<tls@mx>"),
+        ("imap", server.port, "<starttls@mx>"),
+    ):
+        box.append(addressed("postfix_soft_422.eml", verp, message_id=message_id))
+        app.config["BOUNCE_IMAP_URL"] = (
+            f"{scheme}://tlsuser:{server.password}@127.0.0.1:{port}/INBOX?cafile={tls.ca}"
+        )
+        counts = fetch(runner)
+        assert (counts["recorded"], counts["moved"]) == (1, 1), scheme
+    assert len(box.messages("Processed")) == 2
+
+
+def test_a_certificate_the_system_does_not_trust_is_refused(
+    tls_dovecot: tuple[DovecotServer, TLSFiles],
+) -> None:
+    server, _ = tls_dovecot
+    for url in (
+        f"imaps://u:{server.password}@127.0.0.1:{server.tls_port}/",
+        f"imap://u:{server.password}@127.0.0.1:{server.port}/",
+    ):
+        with pytest.raises(MailboxError, match="cannot connect") as caught:
+            Mailbox(parse_url(url), timeout=10).open()
+        assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value)
+        assert server.password not in str(caught.value)
+
+
+def test_starttls_is_required_unless_turned_off(dovecot: DovecotMailbox) -> None:  # noqa: F811
+    url = dovecot.url().replace("?starttls=no", "")
+    with pytest.raises(MailboxError, match="TLS not supported"):
+        Mailbox(parse_url(url), timeout=10).open()
+    with Mailbox(parse_url(dovecot.url()), timeout=10) as plain:
+        assert plain.uids() == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_parse_url_rejects_cleanly(text: str) -> None:
+    for url in (text, f"imaps://{text}", f"imap://u:p@{text}/"):
+        try:
+            parsed = parse_url(url)
+        except MailboxError:
+            continue
+        assert parsed.security in {"tls", "starttls", "none"}
+        assert 0 <= parsed.port <= 65535
+        assert parsed.host
