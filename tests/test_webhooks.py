@@ -231,6 +231,68 @@ def test_unknown_or_unconfigured_provider_is_404(
     assert rows() == before
 
 
+def test_soft_bounces_by_webhook_count_until_the_limit_makes_a_hard_one(
+    client: FlaskClient, reader: str
+) -> None:
+    """Three transient SES bounces of three mails (BOUNCE_SOFT_LIMIT is 3)."""
+    actions = []
+    for number in range(3):
+        notification = hard_bounce("ses")
+        notification["bounce"]["bounceType"] = "Transient"
+        notification["bounce"]["feedbackId"] = f"transient-{number}"
+        response = post(client, "ses", *calls.ses(notification))
+        assert response.get_json()["recorded"] == 1
+        db.session.commit()
+        actions.append(
+            db.session.scalars(select(BounceReport.action).order_by(BounceReport.id.desc())).first()
+        )
+    assert actions == ["counted", "counted", "soft_limit"]
+    assert rows()["suppressions"] == [(email_digest(ADDRESS), "bounce")]
+
+
+def test_retries_of_one_delayed_mail_are_one_soft_bounce(client: FlaskClient, reader: str) -> None:
+    for event_id in ("first-try", "second-try", "third-try"):
+        payload = calls.with_recipient(
+            "mailgun", calls.sample("mailgun_failed_temporary.json"), ADDRESS
+        )
+        payload["event-data"]["id"] = event_id
+        assert post(client, "mailgun", *calls.mailgun(payload)).status_code == 200
+    after = rows()
+    assert after["reports"] == 1
+    assert after["suppressions"] == []
+
+
+def test_the_envelope_sender_names_the_person_whatever_address_bounced(
+    app_factory: Callable[..., Flask], default_list: MailingList, subscribed: Any
+) -> None:
+    """An SES bounce whose mail went out with our VERP envelope sender is the
+    subscriber's, though it names another address (a forward that failed)."""
+    from newsletter.mail.verp import envelope_sender
+    from newsletter.models import OutboxMessage
+
+    subscribed(ADDRESS)
+    app = app_factory(**calls.settings(BOUNCE_DOMAIN="bounces.newsletter.example"))
+    with app.app_context(), app.test_client() as client:
+        welcome = db.session.scalars(
+            select(OutboxMessage).order_by(OutboxMessage.id.desc())
+        ).first()
+        assert welcome is not None
+        verp = envelope_sender("o", welcome.id)
+        assert verp is not None
+        notification = hard_bounce("ses", "forwarded-to@elsewhere.example")
+        notification["mail"]["source"] = verp
+        response = post(client, "ses", *calls.ses(notification))
+        assert response.get_json()["recorded"] == 1
+        assert rows()["suppressions"] == [(email_digest(ADDRESS), "bounce")]
+        forged = hard_bounce("ses", "forwarded-to@elsewhere.example")
+        forged["bounce"]["feedbackId"] = "another"
+        local, domain = verp.split("@")
+        wrong_tag = local[:-1] + ("0" if local[-1] != "0" else "1")
+        forged["mail"]["source"] = f"{wrong_tag}@{domain}"
+        assert post(client, "ses", *calls.ses(forged)).get_json()["recorded"] == 1
+        assert len(rows()["suppressions"]) == 2  # the named address, not the subscriber again
+
+
 def test_sns_subscription_confirmation_is_answered_and_writes_nothing(
     client: FlaskClient, reader: str, caplog: pytest.LogCaptureFixture
 ) -> None:
