@@ -328,6 +328,40 @@ def test_a_dkim_record_for_another_key_is_an_error(key: KeyPair) -> None:
     assert "another key than the configured private key" in finding.message
 
 
+def test_a_dkim_key_published_as_pkcs1_is_accepted(key: KeyPair) -> None:
+    private, public = key
+    spki = serialization.load_der_public_key(base64.b64decode(public))
+    pkcs1 = spki.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    record = f"v=DKIM1; k=rsa; p={base64.b64encode(pkcs1).decode()}"
+    finding = only(findings(zone_for(public, dkim=[record]), private), "DKIM")
+    assert finding.level == "ok"
+
+
+def test_a_dkim_record_of_another_key_type_is_an_error(key: KeyPair) -> None:
+    private, public = key
+    record = f"v=DKIM1; k=ed25519; p={public}"
+    finding = only(findings(zone_for(public, dkim=[record]), private), "DKIM")
+    assert finding.level == "error"
+    assert "the record is for k=ed25519, the configured key is rsa" in finding.message
+
+
+def test_an_unreadable_dkim_key_file_is_an_error(key: KeyPair, tmp_path: Path) -> None:
+    _, public = key
+    missing = tmp_path / "dkim.pem"
+    found = findings(zone_for(public), "", DKIM_PRIVATE_KEY_FILE=missing)
+    finding = only(found, "DKIM")
+    assert finding.level == "error"
+    assert "DKIM_PRIVATE_KEY_FILE cannot be read" in finding.message
+
+
+def test_the_dkim_key_file_is_read(key: KeyPair, tmp_path: Path) -> None:
+    private, public = key
+    path = tmp_path / "dkim.pem"
+    path.write_text(private)
+    finding = only(findings(zone_for(public), "", DKIM_PRIVATE_KEY_FILE=path), "DKIM")
+    assert finding.level == "ok"
+
+
 def test_a_revoked_dkim_record_is_an_error(key: KeyPair) -> None:
     private, public = key
     finding = only(findings(zone_for(public, dkim=["v=DKIM1; k=rsa; p="]), private), "DKIM")

@@ -291,10 +291,15 @@ class Lookup:
 
 
 def _why(exc: dns.resolver.NoNameservers) -> str:
-    errors = exc.kwargs.get("errors") or []
-    reasons = {
-        str(error[4].rcode().name) if error[4] is not None else str(error[3]) for error in errors
-    }
+    """The servers' answers (REFUSED, SERVFAIL) or errors, from dnspython's
+    (server, tcp, port, error, response) tuples."""
+    reasons = set()
+    for error in exc.kwargs.get("errors") or []:
+        try:
+            response = error[4]
+            reasons.add(response.rcode().name if response is not None else str(error[3]))
+        except (IndexError, AttributeError, TypeError):
+            reasons.add(str(error))
     return ", ".join(sorted(reasons)) or "no answer"
 
 
