@@ -311,3 +311,36 @@ def test_an_outbox_mail_returns_to_its_own_envelope_sender(
         (received,) = smtp_server.recorder.received
         assert received.mail_from == returned.sender
         assert parse_verp(received.mail_from) == ("o", 42)
+
+
+def test_a_utf8_from_still_needs_smtputf8_under_an_ascii_envelope_sender(app: Flask) -> None:
+    """The envelope sender is ASCII, but a From address that is not stays UTF-8 in
+    the header: the mail must still go with SMTPUTF8, never as 8-bit without it."""
+    with app.app_context():
+        app.config["BOUNCE_DOMAIN"] = "bounce.newsletter.test"
+        mail = compose_mail(
+            sender="Søren <søren@blåbær.dk>",
+            to_address="reader@example.org",
+            to_name="Reader",
+            subject="Hej",
+            text="t",
+            html="<p>h</p>",
+            domain="newsletter.test",
+        )
+        returned = returning_to(mail, "o", 7)
+        assert returned.sender.isascii()
+        assert returned.needs_smtputf8
+        ascii_mail = returning_to(
+            compose_mail(
+                sender="nyhedsbrev@newsletter.test",
+                to_address="reader@example.org",
+                to_name="Søren",
+                subject="Hej æøå",
+                text="æøå",
+                html="<p>æøå</p>",
+                domain="newsletter.test",
+            ),
+            "o",
+            8,
+        )
+        assert not ascii_mail.needs_smtputf8

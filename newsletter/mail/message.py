@@ -45,8 +45,11 @@ class OutgoingMail:
 
     @property
     def needs_smtputf8(self) -> bool:
-        """An address that cannot be written in ASCII needs the SMTPUTF8 extension."""
-        return not (self.sender.isascii() and self.recipient.isascii())
+        """An address that cannot be written in ASCII, in the envelope or in a
+        header (a From that stays UTF-8 under a VERP envelope sender), needs the
+        SMTPUTF8 extension. The rest of our mail is 7-bit: bodies are
+        quoted-printable, other headers encoded words."""
+        return not (self.sender.isascii() and self.recipient.isascii() and self.data.isascii())
 
 
 def wire_address(address: str) -> str:

@@ -105,7 +105,7 @@ def feedback_sender() -> str:
 
 def feedback_id(campaign_id: int, list_slug: str) -> str:
     """Google's Feedback-ID for bulk mail, ``campaign:list:kind:sender``
-    (https://support.google.com/a/answer/6254652): the campaign's id and the
+    (https://support.google.com/mail/answer/6254652): the campaign's id and the
     list's slug, so the Postmaster Tools' feedback loop names which campaign
     and list drew complaints. Nothing about the recipient."""
     fields = (campaign_id, list_slug, "campaign")
