@@ -140,6 +140,7 @@ TABLE = [
     Route("admin.campaign_pause", "POST", "/admin/campaigns/{campaign}/pause", Role.EDITOR, 302),
     Route("admin.campaign_resume", "POST", "/admin/campaigns/{campaign}/resume", Role.EDITOR, 302),
     Route("admin.campaign_cancel", "POST", "/admin/campaigns/{campaign}/cancel", Role.EDITOR, 302),
+    Route("admin.deliverability", "GET", "/admin/deliverability", Role.VIEWER, 200),
 ]
 PREVIEW_ENDPOINTS = {"admin.campaign_preview", "admin.campaign_preview_draft"}
 # Reachable without login by design (the login steps) and logout; tested in test_admin_auth.

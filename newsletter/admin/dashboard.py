@@ -1,7 +1,9 @@
 """The console's start page: subscribers, ledger activity, the signup intake,
-the ledger's latest checkpoint, campaigns in progress."""
+the ledger's latest checkpoint, the complaint rate, campaigns in progress."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from flask import current_app, render_template
 from flask.typing import ResponseReturnValue
@@ -9,14 +11,17 @@ from flask_babel import gettext as _
 from flask_babel import ngettext
 
 from ..config import DEFAULTS
+from ..deliverability.compliance import LIMIT, TARGET, window_figures
+from ..deliverability.compliance import WINDOW_DAYS as DELIVERABILITY_DAYS
 from ..ledger.lag import LAG_FACTOR, seal_interval, seal_state
-from ..models import ConsentEventType, Role, SubscriptionStatus
+from ..models import ConsentEventType, Role, SubscriptionStatus, utcnow
 from ..reports.chart import Series, line_chart
 from ..reports.dashboard import WINDOW_DAYS
 from ..reports.dashboard import dashboard as collect
 from ..subscriptions.intake import queue_state
 from . import bp
 from .access import requires
+from .deliverability import line, percent
 
 
 def _series_labels() -> dict[str, str]:
@@ -68,6 +73,18 @@ def _sealing() -> dict[str, object]:
     }
 
 
+def _complaints() -> dict[str, object]:
+    """The complaint rate of the last 30 days against the Gmail/Yahoo lines."""
+    figures = window_figures(utcnow() - timedelta(days=DELIVERABILITY_DAYS))
+    return {
+        "figures": figures,
+        "rate": percent(figures.complaint_rate, 3),
+        "target": line(TARGET),
+        "limit": line(LIMIT),
+        "days": DELIVERABILITY_DAYS,
+    }
+
+
 @bp.route("/")
 @requires(Role.VIEWER)
 def dashboard() -> ResponseReturnValue:
@@ -102,6 +119,7 @@ def dashboard() -> ResponseReturnValue:
         window=WINDOW_DAYS,
         intake=_intake(),
         sealing=_sealing(),
+        complaints=_complaints(),
         # The campaign pages are another feature's; link to them when they exist.
         campaign_link=(
             "admin.campaign_detail"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from fractions import Fraction
 from typing import Any
 
 from flask import current_app
@@ -54,13 +55,22 @@ def _lines() -> tuple[float, int]:
     return float(config["CAMPAIGN_PAUSE_HARD_BOUNCE_RATE"]), int(config["CAMPAIGN_PAUSE_MIN_SENDS"])
 
 
+def _exact(line: float) -> Fraction:
+    """A line as the decimal it was written as (0.003 is 3/1000, not the float
+    just above it), so that a rate exactly on the line never counts as over it."""
+    return Fraction(str(line))
+
+
 def reasons_over_lines(figures: Figures) -> list[dict[str, Any]]:
     """The rules ``figures`` break, each as the reason a pause stores (complaints first)."""
     hard_line, min_sends = _lines()
     reasons = []
-    if figures.sends >= min_sends and figures.complaints > LIMIT * figures.sends:
+    if figures.sends >= min_sends and figures.complaints > _exact(LIMIT) * figures.sends:
         reasons.append(_reason(COMPLAINT_RULE, figures.complaints, figures.sends, LIMIT, min_sends))
-    if figures.attempted >= min_sends and figures.hard_bounces > hard_line * figures.attempted:
+    if (
+        figures.attempted >= min_sends
+        and figures.hard_bounces > _exact(hard_line) * figures.attempted
+    ):
         reasons.append(
             _reason(HARD_BOUNCE_RULE, figures.hard_bounces, figures.attempted, hard_line, min_sends)
         )
@@ -97,7 +107,8 @@ def _could_pass(counts: dict[str, int]) -> bool:
     CAMPAIGN_PAUSE_MIN_SENDS reports of its kind."""
     hard_line, min_sends = _lines()
     return (
-        counts["complaints"] > LIMIT * min_sends or counts["hard_bounces"] > hard_line * min_sends
+        counts["complaints"] > _exact(LIMIT) * min_sends
+        or counts["hard_bounces"] > _exact(hard_line) * min_sends
     )
 
 
