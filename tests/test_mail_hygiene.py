@@ -342,6 +342,20 @@ def test_any_markdown_becomes_text_without_an_error(app: Flask, markdown: str) -
     assert isinstance(text, str)
 
 
+@given(
+    markdown=st.text(alphabet=st.sampled_from(list("ab *_[]()<>#>-`|!\n\tø💌:/.=")), max_size=400)
+)
+@example(markdown="[a](https://x.example/" + "y" * 200 + ")")
+@settings(PROPERTIES, max_examples=80)
+def test_any_campaign_renders_to_short_quoted_printable_lines(app: Flask, markdown: str) -> None:
+    """The whole text and HTML of a campaign, whatever its Markdown, encode to
+    lines of at most 76 characters."""
+    with app.test_request_context():
+        rendered = render_campaign("Emne", markdown, "Nyhedsbrev")
+    for body in (rendered.text, rendered.html):
+        assert long_qp_lines(quoted_printable(body)) == []
+
+
 def test_the_campaign_text_part_is_readable_text(
     default_list: MailingList, subscribed: Subscribed, deliver: Deliver
 ) -> None:
