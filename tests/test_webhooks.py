@@ -27,6 +27,7 @@ from newsletter.ledger.keys import email_digest
 from newsletter.models import BounceReport, ConsentEvent, MailingList, Subscription, Suppression
 
 from . import webhook_calls as calls
+from .conftest import ORIGIN
 from .test_webhooks_parse import JSON, leaves, replaced
 
 ADDRESS = "gone@example.org"
@@ -332,6 +333,23 @@ def test_no_csrf_token_no_origin_check_and_no_cookie(client: FlaskClient, reader
     refused = post(client, "sendgrid", b"[]", {"Origin": "https://evil.example"})
     assert refused.status_code == 403
     assert "Set-Cookie" not in refused.headers
+
+
+def test_exempt_from_csrf_even_where_every_post_is_checked(
+    app_factory: Callable[..., Flask], reader: str
+) -> None:
+    strict = app_factory(**calls.settings(WTF_CSRF_CHECK_DEFAULT=True))
+    with strict.app_context(), strict.test_client() as client:
+        body, headers = signed("mailgun", hard_bounce("mailgun"))
+        response = post(client, "mailgun", body, headers)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json()["recorded"] == 1
+        # The setting does check other POSTs: the exemption is the webhooks' own.
+        signup = client.post(
+            "/subscribe", data={"email": "x@example.org"}, headers={"Origin": ORIGIN}
+        )
+        assert signup.status_code == 400
+        assert "CSRF" in signup.get_data(as_text=True)
 
 
 def test_only_post(client: FlaskClient) -> None:
