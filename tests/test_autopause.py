@@ -15,6 +15,7 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 from sqlalchemy import select, update
 
+from newsletter.campaigns.delivery import send_deliveries
 from newsletter.campaigns.service import (
     campaign_progress,
     create_campaign,
@@ -43,6 +44,7 @@ from newsletter.models import (
 )
 
 from .fixtures.deliverability_data import add_reports, add_sent, sending_campaign
+from .fixtures.smtp import SMTPServer
 from .fixtures.staff import StaffClient
 
 
@@ -248,3 +250,31 @@ def test_status_command_and_console_show_the_reason(
     assert expected in viewer.get("/admin/deliverability").get_data(as_text=True)
     progress = viewer.get(f"/admin/campaigns/{campaign}/progress.json").get_json()
     assert progress["pause_reason"]["rule"] == "complaint_rate"
+
+
+def test_smtp_refusals_of_a_real_batch_pause_the_campaign(
+    app: Flask,
+    default_list: MailingList,
+    subscribed: Callable[..., EmailMessage],
+    smtp_server: SMTPServer,
+) -> None:
+    """The worker's path: the SMTP server refuses a recipient for good, the
+    refusal is recorded as a hard bounce of the campaign, and the check after
+    the batch pauses it before the rest goes out (CAMPAIGN_PAUSE_MIN_SENDS and
+    DELIVERY_BATCH_SIZE lowered to this small campaign)."""
+    app.config["CAMPAIGN_PAUSE_MIN_SENDS"] = 2
+    app.config["DELIVERY_BATCH_SIZE"] = 2
+    for name in ("gone", "ada", "bo", "cy"):
+        subscribed(f"{name}@example.org")
+    smtp_server.recorder.refuse["gone@example.org"] = "550 5.1.1 no such user"
+    campaign = create_campaign(default_list.slug, "Hej", "Hej", "Inklusio <nl@example.org>")
+    start_campaign(campaign.id)
+    batch = send_deliveries(app, "test-worker")
+    assert (batch.sent, batch.failed) == (1, 1)
+    assert batch.campaigns == {campaign.id}
+    assert check_campaigns(batch.campaigns) == [campaign.id]
+    reason = reason_of(campaign.id)
+    assert reason is not None
+    assert (reason["rule"], reason["count"], reason["of"]) == ("hard_bounce_rate", 1, 2)
+    assert send_deliveries(app, "test-worker").handled == 0  # paused: nothing more goes out
+    assert campaign_progress(campaign.id).queued == 2
