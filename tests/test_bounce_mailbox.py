@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import email
 import json
+import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -14,11 +16,11 @@ from flask import Flask
 from flask.testing import FlaskCliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from newsletter.campaigns.service import create_campaign, start_campaign
 from newsletter.deliverability.classify import Unreadable, classify
-from newsletter.deliverability.fetch import fetch_due
+from newsletter.deliverability.fetch import FetchCounts, MailboxBusy, fetch_bounces, fetch_due
 from newsletter.deliverability.imap import Mailbox, MailboxError, parse_url, quote_mailbox
 from newsletter.extensions import db
 from newsletter.ledger.keys import email_digest
@@ -34,6 +36,7 @@ from newsletter.models import (
     Subscription,
     SubscriptionStatus,
     Suppression,
+    utcnow,
 )
 
 from .fixtures.dovecot import (  # noqa: F401
@@ -474,20 +477,24 @@ def test_the_worker_task_runs_once_an_interval_and_never_raises(
     app: Flask, reader: Subscriber, mailbox: DovecotMailbox
 ) -> None:
     app.config["BOUNCE_FETCH_INTERVAL"] = 300
+    start = utcnow()
     verp = delivery_verp()
     mailbox.append(addressed("postfix_soft_422.eml", verp, message_id="<one@mx>"))
-    first = fetch_due(app, now=1000.0)
+    first = fetch_due(app, now=start)
     assert first is not None
     assert first.recorded == 1
     mailbox.append(addressed("postfix_soft_422.eml", verp, message_id="<two@mx>"))
-    assert fetch_due(app, now=1100.0) is None  # within the interval
-    later = fetch_due(app, now=1300.0)
+    assert fetch_due(app, now=start + timedelta(seconds=100)) is None  # within the interval
+    # Another worker (a process of its own) asks the database, which says the same.
+    app.extensions.pop("newsletter.bounce_fetch_last")
+    assert fetch_due(app, now=start + timedelta(seconds=200)) is None
+    later = fetch_due(app, now=start + timedelta(seconds=500))
     assert later is not None
     assert later.recorded == 1
     app.config["BOUNCE_IMAP_URL"] = "imap://u:p@127.0.0.1:1/?starttls=no"  # nothing listens
-    assert fetch_due(app, now=2000.0) is None
+    assert fetch_due(app, now=start + timedelta(seconds=900)) is None
     app.config["BOUNCE_IMAP_URL"] = ""
-    assert fetch_due(app, now=3000.0) is None
+    assert fetch_due(app, now=start + timedelta(seconds=1800)) is None
 
 
 # --- TLS: imaps:// and STARTTLS against Dovecot with a certificate of a private CA -------
@@ -559,3 +566,42 @@ def test_parse_url_rejects_cleanly(text: str) -> None:
         assert parsed.security in {"tls", "starttls", "none"}
         assert 0 <= parsed.port <= 65535
         assert parsed.host
+
+
+def test_two_workers_reading_the_mailbox_at_once_record_and_move_each_message_once(
+    app: Flask,
+    reader: Subscriber,
+    mailbox: DovecotMailbox,
+) -> None:
+    verp = delivery_verp()
+    for n in range(6):
+        mailbox.append(addressed("gmail_vacation.eml", verp, message_id=f"<away{n}@mx>"))
+    db.session.commit()
+    results: list[FetchCounts] = []
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    busy: list[MailboxBusy] = []
+
+    def work() -> None:
+        try:
+            with app.app_context():
+                barrier.wait(timeout=30)
+                results.append(fetch_bounces())
+        except MailboxBusy as exc:  # the other one holds the mailbox
+            busy.append(exc)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(results) + len(busy) == 2
+    assert sum(r.recorded for r in results) == 6
+    assert sum(r.failed for r in results) == 0
+    assert db.session.scalar(select(func.count()).select_from(BounceReport)) == 6
+    assert mailbox.messages("INBOX") == []
+    assert len(mailbox.messages("Processed")) == 6

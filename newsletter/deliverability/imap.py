@@ -41,6 +41,14 @@ class MailboxError(Exception):
     fails a command. The message says which, never with the password."""
 
 
+class MessageGone(MailboxError):
+    """The message was expunged meanwhile (another reader moved it): RFC 5530's
+    EXPUNGEISSUED or NONEXISTENT."""
+
+
+GONE_CODES = ("[EXPUNGEISSUED]", "[NONEXISTENT]")
+
+
 @dataclass(frozen=True)
 class MailboxSettings:
     """What BOUNCE_IMAP_URL says."""
@@ -263,5 +271,7 @@ class Mailbox:
         typ, data = response
         if typ != "OK":
             detail = b" ".join(d for d in data if isinstance(d, bytes)).decode("ascii", "replace")
+            if detail.upper().startswith(GONE_CODES):
+                raise MessageGone(f"{command}: the message is gone")
             raise MailboxError(f"the IMAP server refused {command}: {detail[:200]}")
         return data
