@@ -129,6 +129,7 @@ def staff_paths(seeded: Seeded, staff_id: int) -> list[str]:
         "/admin/campaigns/new",
         f"/admin/campaigns/{campaign}",
         f"/admin/campaigns/{campaign}/preview",
+        "/admin/deliverability",
         "/admin/imports",
         "/admin/staff",
         "/admin/staff/new",
