@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from newsletter.campaigns.service import create_campaign, start_campaign
-from newsletter.deliverability.classify import Unreadable, classify
+from newsletter.deliverability import fetch as fetch_module
+from newsletter.deliverability.classify import MAX_REPORTS, Unreadable, classify
 from newsletter.deliverability.fetch import FetchCounts, MailboxBusy, fetch_bounces, fetch_due
 from newsletter.deliverability.imap import Mailbox, MailboxError, parse_url, quote_mailbox
 from newsletter.extensions import db
@@ -605,3 +606,73 @@ def test_two_workers_reading_the_mailbox_at_once_record_and_move_each_message_on
     assert db.session.scalar(select(func.count()).select_from(BounceReport)) == 6
     assert mailbox.messages("INBOX") == []
     assert len(mailbox.messages("Processed")) == 6
+
+
+@pytest.mark.parametrize(
+    ("header", "auto"),
+    [
+        (b"Auto-Submitted: auto-replied", True),
+        (b"Auto-Submitted: auto-generated", True),
+        (b"Auto-Submitted: no", False),
+        (b"X-Autoreply: yes", True),
+        (b"X-Autorespond: vacation", True),
+        (b"Precedence: auto_reply", True),
+        (b"Precedence: bulk", False),
+    ],
+)
+def test_auto_reply_headers(header: bytes, auto: bool) -> None:
+    raw = header + b"\r\n" + sample("human_reply.eml")
+    result = classify(raw, DOMAIN)
+    if auto:
+        assert reports_of(raw) == [("auto_reply", SAMPLE_RECIPIENT)]
+    else:
+        assert isinstance(result, Unreadable)
+
+
+def test_a_message_naming_thousands_of_recipients_gives_at_most_max_reports() -> None:
+    head, _, tail = sample("postfix_hard_511.eml").partition(b"Final-Recipient")
+    block = tail.partition(b"\n\n")[0]
+    blocks = b"".join(
+        b"\n\nFinal-Recipient" + block.replace(b"alice@", f"user{n}@".encode()) for n in range(500)
+    )
+    raw = head.rstrip(b"\n") + blocks + b"\n\n" + tail.partition(b"\n\n")[2]
+    result = classify(raw, DOMAIN)
+    assert isinstance(result, list)
+    assert len(result) == MAX_REPORTS
+
+
+def test_a_message_over_the_size_limit_is_not_read_and_stays(
+    app: Flask,
+    reader: Subscriber,
+    mailbox: DovecotMailbox,
+    runner: FlaskCliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(fetch_module, "MAX_MESSAGE_BYTES", 2000)
+    raw = addressed("postfix_hard_511.eml", delivery_verp())
+    assert len(raw) > 2000
+    mailbox.append(raw)
+    counts = fetch(runner)
+    assert (counts["messages"], counts["unreadable"], counts["recorded"]) == (1, 1, 0)
+    assert len(mailbox.messages("INBOX")) == 1
+    assert suppression_reason() is None
+
+
+def test_the_command_without_a_mailbox_says_so(app: Flask, runner: FlaskCliRunner) -> None:
+    app.config["BOUNCE_IMAP_URL"] = ""
+    result = runner.invoke(args=["bounces", "fetch"])
+    assert result.exit_code == 1
+    assert "BOUNCE_IMAP_URL is not set" in result.output
+
+
+def test_the_command_prints_what_it_did(
+    reader: Subscriber, mailbox: DovecotMailbox, runner: FlaskCliRunner
+) -> None:
+    mailbox.append(addressed("postfix_hard_511.eml", delivery_verp()))
+    mailbox.append(sample("human_reply.eml"))
+    result = runner.invoke(args=["bounces", "fetch"])
+    assert result.exit_code == 0, result.output
+    assert "2 message(s) read, 1 report(s): 1 new" in result.output
+    assert "1 moved" in result.output
+    assert "1 unreadable (1 waiting in the mailbox)" in result.output
+    assert ADDRESS not in result.output

@@ -53,6 +53,9 @@ SOURCE = "imap"
 DIAGNOSTIC_LENGTH = 1000
 MESSAGE_ID_LENGTH = 500
 ADDRESS_LENGTH = 254
+# Reports taken from one message at most (our mail has one recipient; a message
+# naming thousands is not one of our bounces, and each report is a transaction).
+MAX_REPORTS = 100
 # RFC 5965 feedback types that are a person's complaint about the mail.
 COMPLAINT_TYPES = frozenset({"abuse", "fraud", "virus"})
 # Header fields that carry the envelope recipient of the bounce (the VERP
@@ -151,7 +154,7 @@ def _bounces(
         if block.address and _failed(block) and block.address not in found:
             found[block.address] = BounceKind.SOFT
     reports = []
-    for address, kind in sorted(found.items()):
+    for address, kind in sorted(found.items())[:MAX_REPORTS]:
         found_block = blocks.get(address.casefold())
         if found_block is not None:
             kind = _kind_of(found_block, default=kind)
@@ -225,7 +228,7 @@ def _complaints(
         recipients = list(dict.fromkeys(_addresses(original.get_all("to") or [])))
     occurred = _date(_header(fields, "arrival-date") or _header(fields, "received-date"), now)
     diagnostic = f"feedback-type {feedback_type}"
-    named: list[str | None] = list(recipients) or [None]
+    named: list[str | None] = list(recipients[:MAX_REPORTS]) or [None]
     return [
         _report(BounceKind.COMPLAINT, key_base, recipient, verp, occurred or sent, diagnostic)
         for recipient in named
