@@ -676,3 +676,10 @@ def test_the_command_prints_what_it_did(
     assert "1 moved" in result.output
     assert "1 unreadable (1 waiting in the mailbox)" in result.output
     assert ADDRESS not in result.output
+
+
+def test_classify_leaves_no_detector_noise_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG")
+    assert isinstance(classify(b"Subject: no From\r\n\r\nhello\r\n", DOMAIN), Unreadable)
+    assert reports_of(sample("postfix_hard_511.eml")) == [("hard", SAMPLE_RECIPIENT)]
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("flufl")] == []

@@ -33,6 +33,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -68,6 +69,19 @@ STATUS = re.compile(r"(?<![.\d])([245])\.(\d{1,3})\.(\d{1,3})(?![.\d])")
 # message too large, and refusals by policy or security (X.7.*).
 SOFT_PERMANENT = frozenset({("2", "2"), ("3", "4")})
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def _no_detector_tracebacks(record: logging.LogRecord) -> bool:
+    """flufl.bounce logs a traceback for every detector that trips over a
+    message (one without a From, say) before raising; classify() handles that,
+    so the log keeps no traceback of it."""
+    return not str(record.msg).startswith("Exception in detector")
+
+
+# flufl.bounce also logs each detector it runs at INFO: seventeen lines a message.
+_flufl_log = logging.getLogger("flufl.bounce")
+_flufl_log.setLevel(logging.WARNING)
+_flufl_log.addFilter(_no_detector_tracebacks)
 
 
 @dataclass(frozen=True)
