@@ -344,3 +344,20 @@ def test_a_utf8_from_still_needs_smtputf8_under_an_ascii_envelope_sender(app: Fl
             8,
         )
         assert not ascii_mail.needs_smtputf8
+
+
+def test_every_transactional_mail_returns_to_its_outbox_row(
+    app: Flask, default_list: MailingList, subscribed: Subscribed, smtp_server: SMTPServer
+) -> None:
+    """Through the real worker: the confirmation and the welcome mail each go out
+    with the envelope sender that names their own outbox row."""
+    from newsletter.models import OutboxMessage
+
+    app.config["BOUNCE_DOMAIN"] = "bounce.newsletter.test"
+    readers(subscribed, "anna")
+    received = smtp_server.recorder.received
+    assert len(received) == 2  # confirmation, welcome
+    named = [parse_verp(mail.mail_from) for mail in received]
+    rows = db.session.scalars(select(OutboxMessage.id).order_by(OutboxMessage.id)).all()
+    assert named == [("o", row_id) for row_id in rows]
+    assert all(mail.message["From"].addresses[0].domain == "newsletter.test" for mail in received)

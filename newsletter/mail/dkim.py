@@ -27,7 +27,7 @@ from flask import current_app
 
 SIGNED_HEADERS = [
     b"from", b"to", b"subject", b"date", b"message-id", b"list-id",
-    b"list-unsubscribe", b"list-unsubscribe-post",
+    b"list-unsubscribe", b"list-unsubscribe-post", b"feedback-id",
 ]  # fmt: skip
 # Each name is listed once more than the message has it ("oversigning"): a
 # header added on the way, e.g. a second List-Unsubscribe put above ours,

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from ..extensions import db
 from ..mail.message import OutgoingMail, compose_mail
-from ..mail.render import NothingToSend
+from ..mail.render import NothingToSend, transactional_sender
 from ..models import LedgerCheckpoint
 from ..urls import mail_domain
 
@@ -47,7 +47,7 @@ def ledger_checkpoint_mail(address: str, payload: dict[str, Any]) -> OutgoingMai
         text = render_template("mail/ledger_checkpoint.txt", **context)
         html = render_template("mail/ledger_checkpoint.html", **context)
     return compose_mail(
-        sender=config["MAIL_DEFAULT_SENDER"],
+        sender=transactional_sender(),
         to_address=address,
         to_name="",
         subject=subject,

@@ -25,7 +25,7 @@ from ..fence import BatchCounts, Fence
 from ..lease import Leasable, Lease, claim, free, release, settle, worker_id
 from ..mail.headers import UnsafeHeader
 from ..mail.message import OutgoingMail
-from ..mail.render import NothingToSend
+from ..mail.render import NothingToSend, returning_to
 from ..mail.retry import next_attempt
 from ..mail.transport import PermanentFailure, ServerUnavailable, TemporaryFailure, open_transport
 from ..models import OutboxMessage, OutboxStatus, utcnow
@@ -108,7 +108,7 @@ def _render(ids: list[int], result: BatchResult) -> list[tuple[int, OutgoingMail
         if row is None:  # erased meanwhile
             continue
         try:
-            rendered.append((row_id, render_outbox_message(row)))
+            rendered.append((row_id, returning_to(render_outbox_message(row), "o", row_id)))
         except NothingToSend as reason:
             _finish(row_id, OutboxStatus.SKIPPED, str(reason))
             result.skipped += 1
