@@ -88,6 +88,7 @@ ALLOWED_HEADERS = {
     "from", "to", "subject", "date", "message-id", "mime-version", "content-type",
     "content-transfer-encoding", "list-unsubscribe", "list-unsubscribe-post", "list-id",
     "auto-submitted", "precedence", "reply-to", "dkim-signature", "content-language",
+    "feedback-id",
 }  # fmt: skip
 
 
