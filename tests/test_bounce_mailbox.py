@@ -683,3 +683,35 @@ def test_classify_leaves_no_detector_noise_in_the_log(caplog: pytest.LogCaptureF
     assert isinstance(classify(b"Subject: no From\r\n\r\nhello\r\n", DOMAIN), Unreadable)
     assert reports_of(sample("postfix_hard_511.eml")) == [("hard", SAMPLE_RECIPIENT)]
     assert [r.getMessage() for r in caplog.records if r.name.startswith("flufl")] == []
+
+
+def test_a_processed_folder_with_a_non_ascii_name(
+    app: Flask, reader: Subscriber, mailbox: DovecotMailbox, runner: FlaskCliRunner
+) -> None:
+    app.config["BOUNCE_IMAP_PROCESSED_FOLDER"] = "Behandlet & læst"
+    mailbox.append(addressed("postfix_hard_511.eml", delivery_verp()))
+    assert fetch(runner)["moved"] == 1
+    assert len(mailbox.messages("Behandlet &- l&AOY-st")) == 1  # modified UTF-7 on the wire
+    assert mailbox.messages("INBOX") == []
+
+
+@pytest.mark.parametrize(
+    ("folder", "processed", "error"),
+    [
+        ("Nope", "Processed", "refused SELECT: Mailbox doesn't exist: Nope"),
+        ("INBOX", "inbox", "is the folder read"),
+    ],
+)
+def test_folder_mistakes_are_clean_errors(
+    app: Flask,
+    mailbox: DovecotMailbox,
+    runner: FlaskCliRunner,
+    folder: str,
+    processed: str,
+    error: str,
+) -> None:
+    app.config["BOUNCE_IMAP_URL"] = mailbox.url(folder)
+    app.config["BOUNCE_IMAP_PROCESSED_FOLDER"] = processed
+    result = runner.invoke(args=["bounces", "fetch"])
+    assert result.exit_code == 1
+    assert error in result.output

@@ -93,6 +93,12 @@ def fetch_bounces(
     if not url:
         raise MailboxError("BOUNCE_IMAP_URL is not set.")
     settings = parse_url(url)
+    processed = _processed_folder()
+    if processed.casefold() == settings.folder.casefold():
+        raise MailboxError(
+            "BOUNCE_IMAP_PROCESSED_FOLDER is the folder read: set another folder, "
+            "or the empty string to delete processed messages."
+        )
     token = _claim(now or utcnow(), interval)
     if token is None:
         raise MailboxBusy("another run is reading the bounce mailbox, or one did just now")
@@ -106,8 +112,7 @@ def fetch_bounces(
 
 def _read(settings: MailboxSettings, limit: int, counts: FetchCounts) -> None:
     config = current_app.config
-    processed = config.get("BOUNCE_IMAP_PROCESSED_FOLDER", DEFAULT_PROCESSED_FOLDER)
-    processed = "" if processed is None else str(processed)
+    processed = _processed_folder()
     domain = config.get("BOUNCE_DOMAIN") or None
     timeout = float(config.get("MAIL_TIMEOUT") or 30)
     with Mailbox(settings, timeout) as mailbox:
@@ -125,6 +130,11 @@ def _read(settings: MailboxSettings, limit: int, counts: FetchCounts) -> None:
             counts.unreadable_waiting = mailbox.unreadable_count()
         except (imaplib.IMAP4.error, OSError) as exc:
             raise MailboxError(f"the IMAP session failed: {type(exc).__name__}") from None
+
+
+def _processed_folder() -> str:
+    value = current_app.config.get("BOUNCE_IMAP_PROCESSED_FOLDER", DEFAULT_PROCESSED_FOLDER)
+    return "" if value is None else str(value)
 
 
 def _claim(now: datetime, interval: float) -> str | None:
