@@ -41,6 +41,7 @@ from ..subscriptions import suppression
 from ..subscriptions.withdrawal import withdraw
 from ..transaction import transactional
 from ..validation import InvalidInput, normalise_email
+from .autopause import check_campaign
 from .suppress import redacted_reply, suppress_after_bounce
 
 SOURCES = frozenset({"smtp", "imap", "postmark", "mailgun", "sendgrid", "ses"})
@@ -105,6 +106,8 @@ def record_report(report: IncomingReport) -> RecordOutcome:
     except IntegrityError:  # another process recorded it a moment ago
         return RecordOutcome(duplicate=True, action="duplicate")
     row.action = _act(report, target, row.email_digest)
+    if target.campaign_id is not None and report.kind in (BounceKind.HARD, BounceKind.COMPLAINT):
+        check_campaign(target.campaign_id)  # pauses it over the lines, in this transaction
     return RecordOutcome(duplicate=False, action=row.action)
 
 

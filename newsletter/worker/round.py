@@ -12,6 +12,7 @@ from flask import Flask
 from ..campaigns.delivery import send_deliveries
 from ..campaigns.outcomes import DeliveryBatch
 from ..campaigns.service import start_due_campaigns
+from ..deliverability.autopause import check_campaigns
 from ..extensions import db
 from ..imports.run import run_next_import
 from ..lease import worker_id
@@ -53,6 +54,7 @@ def work_once(
     handled += process_batch(app, owner).handled
     handled += start_due_campaigns()
     batch = send_deliveries(app, owner)
+    check_campaigns(batch.campaigns)  # a batch's refusals may pass a pause line
     if on_campaign_batch is not None and batch.handled:
         on_campaign_batch(batch)
     run_due_retention(app)  # once a day across all workers
