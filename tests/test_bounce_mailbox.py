@@ -548,6 +548,12 @@ def test_a_certificate_the_system_does_not_trust_is_refused(
         assert server.password not in str(caught.value)
 
 
+def test_a_missing_ca_file_is_a_clean_error(tmp_path: Path) -> None:
+    url = f"imaps://u:p@127.0.0.1:1/?cafile={tmp_path / 'none.pem'}"
+    with pytest.raises(MailboxError, match="cannot read the CA file"):
+        Mailbox(parse_url(url), timeout=10).open()
+
+
 def test_starttls_is_required_unless_turned_off(dovecot: DovecotMailbox) -> None:  # noqa: F811
     url = dovecot.url().replace("?starttls=no", "")
     with pytest.raises(MailboxError, match="TLS not supported"):

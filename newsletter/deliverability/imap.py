@@ -165,7 +165,10 @@ class Mailbox:
         """Connect, secure, log in and select the folder."""
         s = self.settings
         where = f"{s.host}:{s.port}"
-        context = ssl.create_default_context(cafile=s.cafile)
+        try:
+            context = ssl.create_default_context(cafile=s.cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise MailboxError(f"cannot read the CA file {s.cafile!r}: {exc}") from None
         try:
             if s.security == "tls":
                 self._imap = imaplib.IMAP4_SSL(
@@ -189,7 +192,10 @@ class Mailbox:
                 for word in self._ok(self.imap.capability(), "CAPABILITY")[0].decode().split()
             )
             self._ok(self.imap.select(quote_mailbox(s.folder)), "SELECT")
-        except (imaplib.IMAP4.error, OSError) as exc:
+        except MailboxError:
+            self.close()
+            raise
+        except (imaplib.IMAP4.error, OSError, UnicodeError) as exc:
             self.close()
             raise MailboxError(f"cannot open the folder {s.folder!r} on {where}: {exc}") from None
 
