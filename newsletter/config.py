@@ -44,6 +44,15 @@ DEFAULTS: dict[str, Any] = {
     # days make a hard bounce.
     "BOUNCE_SOFT_LIMIT": 3,
     "BOUNCE_SOFT_DAYS": 7,
+    # Confirmation, welcome, data and witness mails come from this address when
+    # set (else MAIL_DEFAULT_SENDER): a separate stream from the newsletters.
+    "MAIL_TRANSACTIONAL_SENDER": None,
+    # The SenderId field of the Feedback-ID header on campaign mail (5-15
+    # characters); by default the organisation name or the mail domain.
+    "FEEDBACK_ID_SENDER": None,
+    # The DNS server `newsletter check --dns` asks ("127.0.0.1:5353"); empty:
+    # the system's resolver.
+    "DNS_RESOLVER": "",
     # A sending campaign pauses itself, and says why, when its complaint rate
     # passes 0.3 % (the Gmail/Yahoo line) or its hard-bounce rate passes this
     # share, once at least CAMPAIGN_PAUSE_MIN_SENDS of its mails have gone out
