@@ -42,6 +42,12 @@ DEFAULTS: dict[str, Any] = {
     "BOUNCE_DOMAIN": None,
     # Soft bounces (mailbox full, greylisting ...): this many within this many
     # days make a hard bounce.
+    # The bounce mailbox (imaps://user:password@host/INBOX; imap:// with STARTTLS),
+    # read every BOUNCE_FETCH_INTERVAL seconds across all workers; what was
+    # processed goes to BOUNCE_IMAP_PROCESSED_FOLDER ("" deletes it).
+    "BOUNCE_IMAP_URL": None,
+    "BOUNCE_FETCH_INTERVAL": 300,
+    "BOUNCE_IMAP_PROCESSED_FOLDER": "Processed",
     "BOUNCE_SOFT_LIMIT": 3,
     "BOUNCE_SOFT_DAYS": 7,
     # Confirmation, welcome, data and witness mails come from this address when

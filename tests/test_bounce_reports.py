@@ -167,3 +167,28 @@ def test_the_same_id_from_another_source_is_another_report(app: Flask, reader: S
 def test_unknown_sources_are_refused(app: Flask) -> None:
     with pytest.raises(ValueError, match="unknown report source"):
         record_report(IncomingReport(kind=BounceKind.HARD, source="fax", dedupe_key="1"))
+
+
+def test_with_verp_a_mailbox_report_must_come_back_to_a_tagged_address(
+    app: Flask, reader: Subscriber
+) -> None:
+    """Anyone can mail the bounce mailbox: once BOUNCE_DOMAIN is set, a "bounce"
+    that does not return to one of our tagged VERP addresses acts on no one."""
+    app.config["BOUNCE_DOMAIN"] = "bounce.example.org"
+    forged = record_report(report(BounceKind.HARD, "forged", recipient=ADDRESS))
+    assert forged.action == "unverified"
+    wrong_tag = record_report(
+        report(
+            BounceKind.HARD,
+            "wrong",
+            recipient=ADDRESS,
+            verp="bounces+d1-0000000000@bounce.example.org",
+        )
+    )
+    assert wrong_tag.action == "unverified"
+    assert statuses() == {"active"}
+    assert not suppressed("bounce")
+    signed = IncomingReport(
+        kind=BounceKind.HARD, source="mailgun", dedupe_key="w", recipient=ADDRESS
+    )
+    assert record_report(signed).action == "suppressed"  # an authenticated webhook is trusted

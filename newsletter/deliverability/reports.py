@@ -11,7 +11,9 @@ webhook event twice is recorded and acted on once.
   make a hard bounce;
 - complaint: every subscription of the person is withdrawn at once (ledger
   events with channel ``complaint``) and the address is suppressed;
-- auto-reply: recorded, nothing else.
+- auto-reply: recorded, nothing else;
+- a report from the bounce mailbox that does not come back to one of our
+  tagged VERP addresses, once BOUNCE_DOMAIN is set: recorded, nothing else.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class _Target:
     email_key: str | None
     campaign_id: int | None = None
     delivery_id: int | None = None
+    unverified: bool = False
 
 
 @transactional
@@ -113,10 +116,18 @@ def record_report(report: IncomingReport) -> RecordOutcome:
 
 def _resolve(report: IncomingReport) -> _Target:
     """The mail and person a report is about: by its VERP address when it has
-    one of ours, else by the recipient address it names."""
+    one of ours, else by the recipient address it names.
+
+    A report from the bounce mailbox is anyone's mail: once BOUNCE_DOMAIN is
+    set, every mail we send returns to a tagged VERP address, so a report in
+    the mailbox that does not name one is not trusted to name anyone (a forged
+    "bounce" would otherwise suppress any address it names).
+    """
     named = parse_verp(report.verp) if report.verp else None
     if report.delivery_id is not None:
         named = ("d", report.delivery_id)
+    if named is None and report.source == "imap" and current_app.config.get("BOUNCE_DOMAIN"):
+        return _Target(None, None, None, unverified=True)
     if named is not None:
         kind, row_id = named
         if kind == "d":
@@ -164,6 +175,8 @@ def _act(report: IncomingReport, target: _Target, digest: str | None) -> str:
     """Do what the kind of report calls for; returns what was done."""
     if report.kind == BounceKind.AUTO_REPLY:
         return "ignored"
+    if target.unverified:
+        return "unverified"
     if target.email is None or target.email_key is None:
         return "unknown_recipient"
     if report.kind == BounceKind.COMPLAINT:

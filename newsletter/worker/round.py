@@ -13,6 +13,7 @@ from ..campaigns.delivery import send_deliveries
 from ..campaigns.outcomes import DeliveryBatch
 from ..campaigns.service import start_due_campaigns
 from ..deliverability.autopause import check_campaigns
+from ..deliverability.fetch import fetch_due
 from ..extensions import db
 from ..imports.run import run_next_import
 from ..lease import worker_id
@@ -58,6 +59,7 @@ def work_once(
     if on_campaign_batch is not None and batch.handled:
         on_campaign_batch(batch)
     run_due_retention(app)  # once a day across all workers
+    fetch_due(app)  # the bounce mailbox, every BOUNCE_FETCH_INTERVAL across all workers
     return handled + batch.handled + run_next_import()
 
 
