@@ -47,6 +47,8 @@ from .autopause import check_campaign
 from .suppress import redacted_reply, suppress_after_bounce
 
 SOURCES = frozenset({"smtp", "imap", "postmark", "mailgun", "sendgrid", "ses"})
+# How far back a report without VERP is matched to the last campaign mail sent.
+ATTRIBUTION_DAYS = 30
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,8 @@ def record_report(report: IncomingReport) -> RecordOutcome:
 
 def _resolve(report: IncomingReport) -> _Target:
     """The mail and person a report is about: by its VERP address when it has
-    one of ours, else by the recipient address it names.
+    one of ours, else by the recipient address it names (and the last campaign
+    mail sent to that person, for the campaign's figures).
 
     A report from the bounce mailbox is anyone's mail: once BOUNCE_DOMAIN is
     set, every mail we send returns to a tagged VERP address, so a report in
@@ -150,7 +153,30 @@ def _resolve(report: IncomingReport) -> _Target:
     except InvalidInput:
         return _Target(None, None, None)
     subscriber = db.session.scalar(select(Subscriber).where(Subscriber.email_key == email_key))
-    return _of(subscriber, report.recipient)
+    if subscriber is None:
+        return _of(None, report.recipient)
+    delivery = _last_delivery(subscriber.id, utcnow())
+    if delivery is None:
+        return _of(subscriber, report.recipient)
+    return _of(subscriber, report.recipient, delivery.campaign_id, delivery.id)
+
+
+def _last_delivery(subscriber_id: int, before: datetime) -> Delivery | None:
+    """Without VERP, the campaign mail a report is about is taken to be the last
+    one sent to the person before it arrived (within ATTRIBUTION_DAYS): the
+    provider's own time of the event is not trusted to order it."""
+    since = before - timedelta(days=ATTRIBUTION_DAYS)
+    return db.session.scalar(
+        select(Delivery)
+        .where(
+            Delivery.subscriber_id == subscriber_id,
+            Delivery.sent_at.is_not(None),
+            Delivery.sent_at <= before,
+            Delivery.sent_at >= since,
+        )
+        .order_by(Delivery.sent_at.desc())
+        .limit(1)
+    )
 
 
 def _of(
