@@ -228,6 +228,7 @@ class History:
 
     def write(self) -> None:
         from newsletter.campaigns.bounces import suppress_after_bounce
+
         from newsletter.extensions import db
         from newsletter.imports import jobs
         from newsletter.imports.run import run_next_import
