@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-sqlite test-postgresql lint install clean translations messages test-tools
+.PHONY: run test test-sqlite test-postgresql lint install lock clean translations messages test-tools
 
 # Translations: the catalogues (.po) are in the repo, the compiled .mo files are
 # not; `make run` and `make test` compile them. `make messages` re-extracts every
@@ -18,13 +18,24 @@ BABEL_KEYWORDS := -k _l -k lazy_gettext
 TEST_TOOLS := tests/js
 TEST_TOOLS_STAMP := $(TEST_TOOLS)/node_modules/.installed
 
-$(STAMP): pyproject.toml
+# Dependencies are installed from the lock (exact versions, hashes checked);
+# the project itself on top, without resolving anything again.
+LOCK := requirements/dev.lock
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## lock: refresh requirements/*.lock to the newest versions pyproject.toml's ranges allow
+lock: $(STAMP)
+	$(PIP_COMPILE) --upgrade -o requirements/runtime.lock pyproject.toml
+	$(PIP_COMPILE) --upgrade --extra dev -o $(LOCK) pyproject.toml
 
 $(TRANSLATIONS)/%/LC_MESSAGES/messages.mo: $(TRANSLATIONS)/%/LC_MESSAGES/messages.po $(STAMP)
 	$(BIN)/pybabel compile --statistics -i $< -o $@
