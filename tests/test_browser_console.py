@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 import pyotp
 import pytest
+from playwright.sync_api import expect
 
 from newsletter.extensions import db
 from newsletter.models import Role
@@ -35,9 +36,9 @@ def test_two_factor_login_in_a_real_browser(app, make_staff, live_server_factory
     page.get_by_label("Six-digit code").fill(pyotp.TOTP(secret).now())
     page.get_by_role("button", name="Continue").click()
     page.wait_for_url(f"{server.url}/admin/")
-    assert page.get_by_role("heading", name="Dashboard").is_visible()
+    expect(page.get_by_role("heading", name="Dashboard")).to_be_visible()
     page.get_by_role("link", name="Staff").click()
-    assert page.get_by_role("cell", name=email).is_visible()
+    expect(page.get_by_role("cell", name=email)).to_be_visible()
     page.get_by_role("button", name="Log out").click()
     page.wait_for_url("**/admin/login")
     assert same_origin(page.requests, server.url) == []

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pyotp
 import pytest
 from flask import Flask
+from playwright.sync_api import expect
 
 from newsletter.extensions import db
 from newsletter.models import Role
@@ -88,7 +89,7 @@ def test_owner_editor_import_campaign_audit(
     owner_page.get_by_label("Role").select_option("editor")
     owner_page.get_by_label("Password (leave empty to generate one)").fill(EDITOR_PASSWORD)
     owner_page.get_by_role("button", name="Create account").click()
-    assert owner_page.get_by_role("heading", name="Account created").is_visible()
+    expect(owner_page.get_by_role("heading", name="Account created")).to_be_visible()
     owner_page.goto(f"{base}/admin/staff")
     owner_page.get_by_label("Require two-factor login for every account").check()
     owner_page.get_by_role("button", name="Save settings").click()
