@@ -81,6 +81,7 @@ def apply_signups(rows: Sequence[Intake]) -> None:
     # their row locks in the same order and cannot deadlock.
     created = _insert_addresses(sorted(first.values(), key=lambda row: str(row.email_key)))
     new = {first[key].id: subscriber_id for key, subscriber_id in created.items()}
+    _lock_known(sorted({str(row.email_key) for row in rows if row.id not in new}))
     _request_for_new([row for row in rows if row.id in new], new)
     events: list[PendingEvent] = []
     for row in rows:
@@ -89,6 +90,20 @@ def apply_signups(rows: Sequence[Intake]) -> None:
         else:
             events += _request_for_known(row)
     append_events(events)
+
+
+def _lock_known(email_keys: list[str]) -> None:
+    """Lock the known addresses' subscriber rows in address order before any of
+    them is changed: the rows are then handled in the batch's order, and two
+    batches holding the same addresses in other orders would otherwise lock
+    them crosswise and deadlock."""
+    if email_keys:
+        db.session.execute(
+            select(Subscriber.id)
+            .where(Subscriber.email_key.in_(email_keys))
+            .order_by(Subscriber.email_key)
+            .with_for_update()
+        ).all()
 
 
 def _recorded(row: Intake) -> Recorded:
